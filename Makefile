@@ -1,0 +1,61 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is set-up they call.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .local/uv/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+SERVICES := referral panel assignment plans hub
+
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help venv setup run stop clean test lint typecheck bench migrate topics demo-token
+
+help:
+	@echo "make run    set up everything and start the whole system (Ctrl-C stops it)"
+	@echo "make test   set up a separate test stack and run ruff, mypy and every test"
+	@echo "make stop   stop the local stack; make clean removes its data; make bench runs the benchmarks"
+
+$(UV):
+	$(PYTHON) -m venv .local/uv
+	.local/uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-groups --quiet
+	touch $@
+
+venv: $(VENV)/.synced
+
+# Infrastructure (PostgreSQL, Kafka, Zipkin) for one stack, then topics and migrations.
+setup: venv
+	STACK=$(STACK) deploy/local/stack.sh start
+	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && $(PY) -m shared.messaging.topics create
+	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && $(PY) -m deploy.local.migrate
+
+run: setup
+	STACK=$(STACK) $(PY) -m deploy.local.run
+
+stop:
+	STACK=$(STACK) deploy/local/stack.sh stop
+
+clean:
+	STACK=dev deploy/local/stack.sh clean
+	STACK=test deploy/local/stack.sh clean
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy shared services tests bench deploy
+
+test: venv lint typecheck
+	$(MAKE) --no-print-directory setup STACK=test
+	eval "$$(STACK=test deploy/local/stack.sh env)" && $(VENV)/bin/pytest -q
+
+bench: venv
+	$(MAKE) --no-print-directory setup STACK=test
+	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.hop

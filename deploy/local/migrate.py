@@ -1,0 +1,16 @@
+"""Bring every service's schema to its newest migration (the set-up's `migrate` step)."""
+
+from deploy.local import SERVICES, database_url
+from shared.migrations import upgrade
+from shared.security import ensure_dev_keys
+
+
+def main() -> None:
+    for service in SERVICES:
+        upgrade(service, database_url(service))
+    ensure_dev_keys()
+    print(f"migrations: {', '.join(SERVICES)} at head")
+
+
+if __name__ == "__main__":
+    main()

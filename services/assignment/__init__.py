@@ -1,0 +1,1 @@
+"""Assignment service: best-fit lead professional, siblings, capacity and manager confirmation."""

@@ -1,0 +1,1 @@
+"""Hub service: concerns, explainable risk screening, escalation of critical concerns until acknowledged."""

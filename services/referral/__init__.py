@@ -1,0 +1,1 @@
+"""Referral service: agency intake, validation with feedback, consent, child identity and siblings."""

@@ -1,0 +1,1 @@
+"""Messaging backbone: CloudEvents envelope, broker, outbox, inbox, retries and dead letters, topics."""

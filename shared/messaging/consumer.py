@@ -1,0 +1,310 @@
+"""The one way to consume: decode the envelope, handle once (inbox), commit, then retry or dead-letter failures.
+
+Offsets are committed only after the batch's transaction committed and every failed message was handed to its
+retry or dead-letter topic, so a crash at any point redelivers rather than loses. A failing message never blocks
+its partition: it leaves through `<topic>.retry` and, after the last attempt, `<topic>.dlq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.events import Event
+from shared.messaging.envelope import H_ID, H_TYPE, Envelope, EnvelopeError, decode_headers
+from shared.messaging.inbox import first_delivery
+from shared.messaging.topics import dlq_topic, retry_topic
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+# Called in the same transaction when a message on a strict (ingress) topic cannot be read: tells the sender why.
+Rejecter = Callable[[AsyncSession, dict[str, str], EnvelopeError], Awaitable[None]]
+
+# Headers the retry and dead-letter path adds; the original CloudEvents headers travel unchanged.
+H_CONSUMER = "ctp_consumer"
+H_ATTEMPTS = "ctp_attempts"
+H_NOT_BEFORE = "ctp_not_before_ms"
+H_ORIGIN_TOPIC = "ctp_origin_topic"
+H_ORIGIN_PARTITION = "ctp_origin_partition"
+H_ORIGIN_OFFSET = "ctp_origin_offset"
+H_ERROR_TYPE = "ctp_error_type"
+H_ERROR_MESSAGE = "ctp_error_message"
+H_FAILED_AT = "ctp_failed_at"
+
+RETRIED = Counter("ctp_messages_retried_total", "Messages sent to a retry topic", ["consumer", "topic"])
+DEAD_LETTERED = Counter(
+    "ctp_messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["consumer", "topic"]
+)
+HANDLED = Counter("ctp_messages_handled_total", "Events handled (first delivery)", ["consumer", "type"])
+
+
+class PermanentError(Exception):
+    """A handler's verdict that retrying cannot help (the input itself is wrong): straight to the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_seconds: float = 1.0
+    max_delay_seconds: float = 60.0
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt `attempt` (2 is the first retry)."""
+        return float(min(self.max_delay_seconds, self.base_seconds * 4 ** (attempt - 2)))
+
+
+@dataclass(slots=True)
+class _Failure:
+    record: ConsumerRecord[Any, Any]
+    headers: dict[str, str]
+    error: BaseException
+    attempts: int
+    permanent: bool
+
+
+def _is_infrastructure(error: BaseException) -> bool:
+    """The database itself is unreachable: stop and redeliver the batch instead of burning the message's retries."""
+    return isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, EnvelopeError):
+        reasons = "; ".join(f"{e['field']}: {e['problem']}" for e in error.errors)
+        return f"{error.reason}: {reasons}" if reasons else error.reason
+    # Exception text may quote input; keep it short. Handlers raise messages that name fields, not values.
+    return str(error)[:500]
+
+
+@dataclass
+class Consumer:
+    """One consumer group of a service: the events it handles on which topics, with one retry and DLQ path."""
+
+    name: str
+    sessions: async_sessionmaker[AsyncSession]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_records: int = 200
+    _handlers: dict[str, Handler] = field(default_factory=dict)
+    _broker: KafkaBroker | None = None
+
+    def handles(self, model: type[Event]) -> Callable[[Handler], Handler]:
+        """Decorator: `@consumer.handles(ReferralReceived)` on `async def f(session, envelope)`."""
+
+        def register(handler: Handler) -> Handler:
+            self._handlers[model.ce_type] = handler
+            return handler
+
+        return register
+
+    def attach(self, broker: KafkaBroker, topics: Sequence[str], *, reject: Rejecter | None = None) -> None:
+        """Consume `topics` and their retry companions on the service's broker.
+
+        With `reject` (ingress topics), a message that cannot be read also gets a rejection event to its sender, and
+        every type is this consumer's business; without it, types nobody here handles are passed over.
+        """
+        self._broker = broker
+        for topic in topics:
+            self._subscribe(broker, topic, reject=reject)
+
+    def _subscribe(self, broker: KafkaBroker, topic: str, *, reject: Rejecter | None) -> None:
+
+        @broker.subscriber(
+            topic,
+            group_id=self.name,
+            batch=True,
+            max_records=self.max_records,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            title=f"{self.name}:{topic}",
+        )
+        async def consume(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self._settle(message, records, topic=topic, reject=reject, attempt_of=lambda _h: 1)
+
+        @broker.subscriber(
+            retry_topic(topic),
+            group_id=self.name,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            title=f"{self.name}:{retry_topic(topic)}",
+        )
+        async def consume_retry(message: KafkaMessage) -> None:
+            record = message.raw_message
+            assert not isinstance(record, tuple)
+            headers = decode_headers(record.headers)
+            if headers.get(H_CONSUMER) != self.name:
+                await message.ack()  # another consumer group's retry
+                return
+            # Wait out the back-off here: only failed messages queue in the retry topic; nothing healthy waits behind.
+            wait = int(headers.get(H_NOT_BEFORE, "0")) / 1000 - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._settle(
+                message,
+                (record,),
+                topic=topic,
+                reject=reject,
+                attempt_of=lambda h: int(h.get(H_ATTEMPTS, "1")) + 1,
+            )
+
+    async def _settle(
+        self,
+        message: KafkaMessage,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        *,
+        topic: str,
+        reject: Rejecter | None,
+        attempt_of: Callable[[dict[str, str]], int],
+    ) -> None:
+        """Handle a batch, route its failures, then commit offsets. Never raises: on trouble, redeliver the batch."""
+        outage = 0
+        while True:
+            try:
+                failures = await self._handle_batch(records, reject=reject, attempt_of=attempt_of)
+                await self._route_failures(failures, topic=topic)
+                await message.ack()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # The database or Kafka is away. Keep the batch (nothing was committed to Kafka) and try again
+                # with back-off; redelivery of the part that did commit is absorbed by the inbox.
+                outage += 1
+                delay = min(30.0, 0.25 * 2 ** min(outage, 7)) * random.uniform(0.8, 1.2)
+                log.warning(
+                    "consumer %s cannot settle a batch from %s (%s); retrying in %.1fs",
+                    self.name,
+                    topic,
+                    type(error).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _handle_batch(
+        self,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        *,
+        reject: Rejecter | None,
+        attempt_of: Callable[[dict[str, str]], int],
+    ) -> list[_Failure]:
+        failures: list[_Failure] = []
+        async with self.sessions() as session, session.begin():
+            for record in records:
+                headers = decode_headers(record.headers)
+                attempt = attempt_of(headers)
+                if reject is None and headers.get(H_TYPE) not in self._handlers:
+                    continue  # public streams carry many types; this consumer needs only some
+                try:
+                    envelope = Envelope.decode(headers, record.value or b"")
+                except EnvelopeError as error:
+                    await self._reject(session, record, headers, error, reject)
+                    failures.append(_Failure(record, headers, error, attempt, permanent=True))
+                    continue
+                handler = self._handlers.get(envelope.type)
+                if handler is None:
+                    continue
+                try:
+                    async with session.begin_nested():
+                        await self._handle_one(session, envelope, headers, handler)
+                except Exception as error:
+                    if _is_infrastructure(error):
+                        raise
+                    permanent = isinstance(error, PermanentError)
+                    failures.append(_Failure(record, headers, error, attempt, permanent=permanent))
+        return failures
+
+    async def _handle_one(
+        self, session: AsyncSession, envelope: Envelope, headers: dict[str, str], handler: Handler
+    ) -> None:
+        # One span per event, child of the publisher's, so a child's journey stays one trace across services.
+        with tracer.start_as_current_span(
+            f"handle {envelope.type}",
+            context=extract(headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.consumer.group.name": self.name, "cloudevents.event_id": envelope.id},
+        ):
+            if not await first_delivery(session, consumer=self.name, event_id=envelope.id):
+                return
+            await handler(session, envelope)
+            HANDLED.labels(self.name, envelope.type).inc()
+
+    async def _reject(
+        self,
+        session: AsyncSession,
+        record: ConsumerRecord[Any, Any],
+        headers: dict[str, str],
+        error: EnvelopeError,
+        reject: Rejecter | None,
+    ) -> None:
+        if reject is None:
+            return
+        # Unreadable messages may lack a ce_id; their position in the origin topic identifies them instead.
+        origin = headers.get(H_ORIGIN_TOPIC, record.topic)
+        offset = headers.get(H_ORIGIN_OFFSET, str(record.offset))
+        partition = headers.get(H_ORIGIN_PARTITION, str(record.partition))
+        key = headers.get(H_ID) or f"{origin}/{partition}/{offset}"
+        async with session.begin_nested():
+            if await first_delivery(session, consumer=f"{self.name}:rejected", event_id=key):
+                await reject(session, headers, error)
+
+    async def _route_failures(self, failures: list[_Failure], *, topic: str) -> None:
+        if not failures:
+            return
+        broker = self._broker
+        assert broker is not None, "attach() the consumer to a broker first"
+        confirmations = []
+        for failure in failures:
+            headers = {k: v for k, v in failure.headers.items() if not k.startswith("ctp_")}
+            headers |= {
+                H_CONSUMER: self.name,
+                H_ATTEMPTS: str(failure.attempts),
+                H_ORIGIN_TOPIC: failure.headers.get(H_ORIGIN_TOPIC, failure.record.topic),
+                H_ORIGIN_PARTITION: failure.headers.get(H_ORIGIN_PARTITION, str(failure.record.partition)),
+                H_ORIGIN_OFFSET: failure.headers.get(H_ORIGIN_OFFSET, str(failure.record.offset)),
+                H_ERROR_TYPE: type(failure.error).__name__,
+                H_ERROR_MESSAGE: _describe(failure.error),
+                H_FAILED_AT: str(int(time.time() * 1000)),
+            }
+            if failure.permanent or failure.attempts >= self.retry.attempts:
+                destination = dlq_topic(topic)
+                DEAD_LETTERED.labels(self.name, topic).inc()
+                log.error(
+                    "consumer %s dead-lettered a message from %s after %d attempt(s): %s",
+                    self.name,
+                    topic,
+                    failure.attempts,
+                    headers[H_ERROR_TYPE],
+                )
+            else:
+                destination = retry_topic(topic)
+                headers[H_NOT_BEFORE] = str(int((time.time() + self.retry.delay_before(failure.attempts + 1)) * 1000))
+                RETRIED.labels(self.name, topic).inc()
+            confirmations.append(
+                await broker.publish(
+                    failure.record.value or b"",
+                    topic=destination,
+                    key=failure.record.key,
+                    headers=headers,
+                    no_confirm=True,
+                )
+            )
+        await asyncio.wait_for(asyncio.gather(*confirmations), timeout=60)

@@ -1,0 +1,90 @@
+"""Every Kafka topic the platform uses, declared once: partitions, retention, and retry/dead-letter companions.
+
+`python -m shared.messaging.topics create` creates what is missing (idempotent); the set-up runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+def retry_topic(topic: str) -> str:
+    return f"{topic}.retry"
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    name: str
+    purpose: str
+    partitions: int = 6
+    retention_ms: int = 30 * DAY_MS
+    # Consumed topics get `.retry` and `.dlq` companions.
+    consumed: bool = True
+
+
+# Public streams: each service's domain events. Ingress/egress: where outside systems write and read.
+TOPICS: tuple[Topic, ...] = (
+    Topic("referral.events", "Referral service domain events"),
+    Topic("panel.events", "Panel service domain events"),
+    Topic("assignment.events", "Assignment service domain events"),
+    Topic("plans.events", "Plans service domain events"),
+    Topic("hub.events", "Hub service domain events"),
+    Topic("agency.referrals.in", "Agency systems publish referrals and consent changes"),
+    Topic("agency.concerns.in", "Agency systems publish concerns"),
+    Topic("agency.outcomes.out", "Outcomes and rejections back to referring agencies", consumed=False),
+    Topic("contactcentre.escalations.out", "Critical concerns to the national contact centre", consumed=False),
+    Topic("police.escalations.out", "Concerns where a life is in danger, to Police", consumed=False),
+    Topic("contactcentre.acks.in", "Acknowledgements from the national contact centre"),
+    # The backbone's own tests and benchmarks exercise the real broker through this stream.
+    Topic("backbone.probe", "Backbone self-test and benchmark events", partitions=3, retention_ms=DAY_MS),
+)
+
+
+def all_topics(replication: int = 1) -> list[NewTopic]:
+    """Every topic with its companions, as Kafka admin requests."""
+    topics = []
+    for topic in TOPICS:
+        config = {"retention.ms": str(topic.retention_ms), "min.insync.replicas": str(min(2, replication))}
+        topics.append(NewTopic(topic.name, topic.partitions, replication, topic_configs=config))
+        if topic.consumed:
+            topics.append(NewTopic(retry_topic(topic.name), topic.partitions, replication, topic_configs=config))
+            # Dead letters wait for an operator: keep them a year.
+            dead = config | {"retention.ms": str(365 * DAY_MS)}
+            topics.append(NewTopic(dlq_topic(topic.name), topic.partitions, replication, topic_configs=dead))
+    return topics
+
+
+async def create_topics(bootstrap: str, replication: int = 1) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in all_topics(replication) if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another set-up created them meanwhile
+                await admin.create_topics(missing)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:59092")
+    created = asyncio.run(create_topics(bootstrap, int(os.environ.get("KAFKA_REPLICATION", "1"))))
+    print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
+
+
+if __name__ == "__main__":
+    main()

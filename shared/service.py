@@ -1,0 +1,181 @@
+"""Wiring every service shares: broker, database, outbox relay, timers, health, metrics and auth, in one FastAPI app.
+
+A service's app.py declares its settings, consumers, timer handlers and HTTP routes, and calls `create_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.db import make_engine, make_sessions
+from shared.messaging.broker import make_broker
+from shared.messaging.consumer import Consumer, Rejecter, RetryPolicy
+from shared.messaging.outbox import OutboxRelay
+from shared.security import verifier_from_file
+from shared.settings import ServiceSettings
+from shared.telemetry import setup_logging, setup_tracing
+from shared.timers import TimerHandler, TimerRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Topics a consumer group reads; `reject` marks ingress topics whose unreadable messages are answered."""
+
+    consumer: str
+    topics: Sequence[str]
+    handlers: Callable[[Consumer], None]
+    reject: Rejecter | None = None
+
+
+@dataclass
+class Runtime:
+    """What a running service holds: the pieces handlers and routes reach through `app.state.runtime`."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: KafkaBroker
+    relay: OutboxRelay
+    timers: TimerRunner
+    consumers: list[Consumer] = field(default_factory=list)
+
+
+def build_runtime(
+    settings: ServiceSettings,
+    subscriptions: Sequence[Subscription] = (),
+    timer_handlers: Mapping[str, TimerHandler] | None = None,
+) -> Runtime:
+    engine = make_engine(settings.database_url, settings.db_schema, pool_size=settings.database_pool_size)
+    sessions = make_sessions(engine)
+    broker = make_broker(settings.kafka_bootstrap, client_id=settings.service)
+    retry = RetryPolicy(settings.retry_attempts, settings.retry_base_seconds, settings.retry_max_delay_seconds)
+    consumers = []
+    for subscription in subscriptions:
+        consumer = Consumer(
+            name=f"{settings.service}.{subscription.consumer}",
+            sessions=sessions,
+            retry=retry,
+            max_records=settings.consumer_max_records,
+        )
+        subscription.handlers(consumer)
+        consumer.attach(broker, subscription.topics, reject=subscription.reject)
+        consumers.append(consumer)
+    relay = OutboxRelay(
+        service=settings.service,
+        sessions=sessions,
+        broker=broker,
+        database_url=settings.database_url,
+        batch_size=settings.relay_batch_size,
+        idle_seconds=settings.relay_idle_seconds,
+    )
+    timer_runner = TimerRunner(
+        sessions=sessions,
+        handlers=timer_handlers or {},
+        poll_seconds=settings.timer_poll_seconds,
+        lease_seconds=settings.timer_lease_seconds,
+    )
+    return Runtime(settings, engine, sessions, broker, relay, timer_runner, consumers)
+
+
+@contextlib.asynccontextmanager
+async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
+    """Start the broker, relay and timers; stop them in reverse on the way out."""
+    await runtime.broker.start()
+    tasks = [
+        asyncio.create_task(runtime.relay.run(), name="outbox-relay"),
+        asyncio.create_task(runtime.timers.run(), name="timers"),
+    ]
+    try:
+        yield runtime
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runtime.broker.stop()
+        await runtime.engine.dispose()
+
+
+async def readiness(runtime: Runtime) -> dict[str, str]:
+    """Ready means the database answers and the broker's metadata can be fetched."""
+    checks: dict[str, str] = {}
+    try:
+        async with runtime.sessions() as session:
+            await asyncio.wait_for(session.execute(text("SELECT 1")), 2)
+        checks["database"] = "ok"
+    except Exception as error:
+        checks["database"] = f"unreachable: {type(error).__name__}"
+    try:
+        checks["kafka"] = "ok" if await runtime.broker.ping(timeout=2) else "unreachable"
+    except Exception as error:
+        checks["kafka"] = f"unreachable: {type(error).__name__}"
+    return checks
+
+
+def create_service(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    subscriptions: Sequence[Subscription] = (),
+    timer_handlers: Mapping[str, TimerHandler] | None = None,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    setup_logging(settings.service)
+    setup_tracing(settings.service)
+    runtime = build_runtime(settings, subscriptions, timer_handlers)
+    SQLAlchemyInstrumentor().instrument(engine=runtime.engine.sync_engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running(runtime):
+            log.info("service %s started", settings.service)
+            yield
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.token_verifier = verifier_from_file(
+        settings.auth_public_key_file, settings.auth_issuer, settings.auth_audience
+    )
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready() -> Response:
+        checks = await readiness(runtime)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        with contextlib.suppress(Exception):
+            await runtime.relay.measure_backlog()
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="health/.*,metrics")
+    return app
+
+
+def runtime_of(app: Any) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime

@@ -1,0 +1,98 @@
+"""The event backbone against the real broker and database: outbox → relay → Kafka → inbox, retries, dead letters."""
+
+from __future__ import annotations
+
+import os
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.messaging.consumer import H_ATTEMPTS, H_CONSUMER, H_ERROR_MESSAGE, H_ERROR_TYPE, H_FAILED_AT
+from shared.messaging.deadletters import read_dead_letters, replay
+from shared.messaging.topics import dlq_topic
+from shared.telemetry import setup_tracing
+from tests.conftest import Processes, effects, eventually, write_pings
+from tests.support import probe
+
+os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+setup_tracing("tests")
+tracer = trace.get_tracer(__name__)
+
+
+async def test_event_written_through_the_outbox_is_handled_by_another_process_on_the_same_trace(
+    sessions: async_sessionmaker[AsyncSession], processes: Processes, topic: str, run_id: str
+) -> None:
+    processes.start("consume", "--topic", topic, "--group", f"g-{run_id}")
+    processes.start("relay")
+
+    with tracer.start_as_current_span("referral arrives") as span:
+        [event_id] = await write_pings(sessions, topic=topic, run=run_id, count=1)
+    journey_trace = format(span.get_span_context().trace_id, "032x")
+
+    [effect] = await eventually(lambda: effects(sessions, run_id))
+    assert effect.event_id == event_id
+    assert effect.trace_id == journey_trace
+
+
+async def test_the_same_event_delivered_twice_has_one_effect(
+    sessions: async_sessionmaker[AsyncSession], processes: Processes, topic: str, run_id: str, kafka_bootstrap: str
+) -> None:
+    processes.start("consume", "--topic", topic, "--group", f"g-{run_id}")
+    first, again, other = probe.ping(run_id, 0, "child-1"), None, probe.ping(run_id, 1, "child-1")
+    again = first  # the very same envelope, as a relay that crashed before marking it sent would send it
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for envelope in (first, again, other):
+            headers = [(k, v.encode()) for k, v in envelope.headers().items()]
+            await producer.send_and_wait(topic, envelope.body(), key=envelope.key, headers=headers)
+    finally:
+        await producer.stop()
+
+    handled = await eventually(lambda: _at_least(sessions, run_id, 2))
+    assert sorted(e.seq for e in handled) == [0, 1]
+    assert [e.event_id for e in handled].count(first.id) == 1
+
+
+async def test_a_message_that_always_fails_is_dead_lettered_with_its_reason_and_does_not_hold_up_the_partition(
+    sessions: async_sessionmaker[AsyncSession],
+    processes: Processes,
+    topic: str,
+    run_id: str,
+    kafka_bootstrap: str,
+) -> None:
+    failing_run = f"{run_id}-bad"
+    async with sessions() as session, session.begin():
+        await session.execute(text("INSERT INTO failing (run) VALUES (:run)"), {"run": failing_run})
+    processes.start("consume", "--topic", topic, "--group", f"g-{run_id}", "--attempts", "3")
+    processes.start("relay")
+
+    # The poison ping first, then healthy pings on the same key, so the same partition.
+    await write_pings(sessions, topic=topic, run=failing_run, count=1, keys=1)
+    await write_pings(sessions, topic=topic, run=run_id, count=20, keys=1, start=1)
+
+    letters = await eventually(lambda: read_dead_letters(kafka_bootstrap, dlq_topic(topic)))
+    [letter] = letters
+    assert letter.headers[H_ATTEMPTS] == "3"
+    assert letter.headers[H_CONSUMER] == f"g-{run_id}"
+    assert letter.headers[H_ERROR_TYPE] == "RuntimeError"
+    assert "told to fail" in letter.headers[H_ERROR_MESSAGE]
+
+    healthy = await eventually(lambda: _at_least(sessions, run_id, 20))
+    # Every later ping on the partition was handled before the poison one was given up on.
+    given_up_at_ms = int(letter.headers[H_FAILED_AT])
+    assert max(e.handled_at.timestamp() * 1000 for e in healthy) < given_up_at_ms
+
+    # An operator fixes the cause and replays the dead letter: it is handled once.
+    async with sessions() as session, session.begin():
+        await session.execute(text("DELETE FROM failing WHERE run = :run"), {"run": failing_run})
+    assert await replay(kafka_bootstrap, letters) == 1
+    [recovered] = await eventually(lambda: effects(sessions, failing_run))
+    assert recovered.seq == 0
+
+
+async def _at_least(sessions: async_sessionmaker[AsyncSession], run: str, count: int) -> list[object] | None:
+    found = await effects(sessions, run)
+    return found if len(found) >= count else None
