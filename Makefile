@@ -36,7 +36,7 @@ setup: venv
 	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && $(PY) -m deploy.local.migrate
 
 run: setup
-	STACK=$(STACK) $(PY) -m deploy.local.run
+	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && STACK=$(STACK) $(PY) -m deploy.local.run --stop-stack
 
 stop:
 	STACK=$(STACK) deploy/local/stack.sh stop
@@ -54,7 +54,7 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(MAKE) --no-print-directory setup STACK=test
-	eval "$$(STACK=test deploy/local/stack.sh env)" && $(VENV)/bin/pytest -q
+	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q
 
 bench: venv
 	$(MAKE) --no-print-directory setup STACK=test

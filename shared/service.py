@@ -93,12 +93,33 @@ def build_runtime(
     return Runtime(settings, engine, sessions, broker, relay, timer_runner, consumers)
 
 
+async def _connect_then_relay(runtime: Runtime) -> None:
+    """Connect to Kafka, retrying while it is away, then relay the outbox.
+
+    A service whose broker is down still starts and still accepts work: its writes commit to the outbox and
+    are published once Kafka answers.
+    """
+    attempt = 0
+    while True:
+        try:
+            await runtime.broker.start()
+            break
+        except Exception as error:
+            attempt += 1
+            delay = min(10.0, 0.5 * attempt)
+            log.warning("Kafka unreachable at start-up (%s); retrying in %.1fs", type(error).__name__, delay)
+            with contextlib.suppress(Exception):
+                await runtime.broker.stop()  # release the half-started producer before the next try
+            await asyncio.sleep(delay)
+    log.info("connected to Kafka")
+    await runtime.relay.run()
+
+
 @contextlib.asynccontextmanager
 async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
-    """Start the broker, relay and timers; stop them in reverse on the way out."""
-    await runtime.broker.start()
+    """Start the broker with the relay, and the timers; stop them in reverse on the way out."""
     tasks = [
-        asyncio.create_task(runtime.relay.run(), name="outbox-relay"),
+        asyncio.create_task(_connect_then_relay(runtime), name="broker-and-relay"),
         asyncio.create_task(runtime.timers.run(), name="timers"),
     ]
     try:

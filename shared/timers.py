@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,7 +44,8 @@ async def schedule(
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=[timers.c.kind, timers.c.key],
-            index_where=timers.c.state == "pending",
+            # A literal predicate: PostgreSQL matches a partial unique index only against constants.
+            index_where=text("state = 'pending'"),
             set_={
                 "due_at": statement.excluded.due_at,
                 "payload": statement.excluded.payload,

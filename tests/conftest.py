@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -133,3 +134,35 @@ async def effects(sessions: async_sessionmaker[AsyncSession], run: str) -> list[
             text("SELECT seq, event_id, trace_id, handled_at FROM effects WHERE run = :run ORDER BY id"), {"run": run}
         )
         return list(result.all())
+
+
+async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Messages in `topic` that `group` has not committed yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def messages_in(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets(list(consumer.assignment()))).values())
+    finally:
+        await consumer.stop()
+
+
+async def unsent(sessions: async_sessionmaker[AsyncSession], event_ids: list[str]) -> int:
+    async with sessions() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND event_id = ANY(:ids)"), {"ids": event_ids}
+        )
+        return int(count or 0)

@@ -40,16 +40,31 @@ CACHE_DIR=$LOCAL_DIR/cache
 KAFKA_LIBS=$CACHE_DIR/kafka-libs
 ZIPKIN_JAR=$CACHE_DIR/zipkin/zipkin.jar
 
+# Ports, in this order: PostgreSQL, Kafka, Kafka controller, Zipkin.
+DEV_PORTS=(55432 59092 59093 59411)
+TEST_PORTS=(56432 60092 60093 60411)
 STACK=${STACK:-dev}
 case $STACK in
-  dev)  default_pg=55432 default_kafka=59092 default_controller=59093 default_zipkin=59411 ;;
-  test) default_pg=56432 default_kafka=60092 default_controller=60093 default_zipkin=60411 ;;
+  dev) ports=("${DEV_PORTS[@]}") other_stack=test other_ports=("${TEST_PORTS[@]}") ;;
+  test) ports=("${TEST_PORTS[@]}") other_stack=dev other_ports=("${DEV_PORTS[@]}") ;;
   *) echo "STACK must be dev or test, not '$STACK'" >&2; exit 2 ;;
 esac
-PG_PORT=${PG_PORT:-$default_pg}
-KAFKA_PORT=${KAFKA_PORT:-$default_kafka}
-KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$default_controller}
-ZIPKIN_PORT=${ZIPKIN_PORT:-$default_zipkin}
+PG_PORT=${PG_PORT:-${ports[0]}}
+KAFKA_PORT=${KAFKA_PORT:-${ports[1]}}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-${ports[2]}}
+ZIPKIN_PORT=${ZIPKIN_PORT:-${ports[3]}}
+
+# 'env' exports PG_PORT, which is also an override here: after eval-ing one stack's env,
+# the other stack would silently use (and report) the first one's database.
+for port in "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ZIPKIN_PORT"; do
+  for taken in "${other_ports[@]}"; do
+    if [[ $port == "$taken" ]]; then
+      echo "[$STACK] ERROR: port $port is the $other_stack stack's; probably PG_PORT (or another *_PORT) was" \
+        "left in this shell by eval \"\$(STACK=$other_stack ... env)\": unset it." >&2
+      exit 2
+    fi
+  done
+done
 
 DATA_DIR=$LOCAL_DIR/$STACK
 PGDATA_DIR=$DATA_DIR/pgdata
@@ -94,7 +109,7 @@ start_bg() {
   # setsid: the service must outlive the shell, terminal or test runner that started it.
   # The inner bash writes its own pid and then becomes the command, so the pid is java's.
   # shellcheck disable=SC2016  # $$ and $@ belong to the inner bash
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >"$out" 2>&1 </dev/null &
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >"$out" 2>&1 </dev/null 8>&- &
   local i
   for ((i = 0; i < 100; i++)); do
     [[ -s $pidfile ]] && return 0
@@ -186,12 +201,13 @@ fetch_one() {
     return 0
   fi
   log "Fetching $name with Maven (first time or pom.xml changed; can take a few minutes)"
-  local tmp=$dest.partial start=$SECONDS
+  local tmp=$dest.partial mvn_log=$CACHE_DIR/maven-$name.log start=$SECONDS
   rm -rf "$tmp"
   # Into a side folder first, so an interrupted download never looks complete.
-  if ! mvn -q -B -Dstyle.color=never -f "$POM" "$goal" "-D$property=$tmp"; then
+  # Maven's output goes to a file: even -q -B prints colour escapes.
+  if ! mvn -q -B -f "$POM" "$goal" "-D$property=$tmp" >"$mvn_log" 2>&1; then
     rm -rf "$tmp"
-    die "Maven could not fetch $name (output above)"
+    fail_with_log "Maven could not fetch $name" "$mvn_log"
   fi
   echo "$stamp" >"$tmp/.pom-sha256"
   rm -rf "$dest"
@@ -227,6 +243,11 @@ as_pg() {
 
 pg_running() {
   [[ -f $PGDATA_DIR/PG_VERSION ]] && as_pg "$(pg_bin)/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1
+}
+
+# From the server's own pid file, which also records the port it really listens on.
+pg_pid_port() {
+  sed -n '1s/.*/(pid &)/p; 4s/^/on 127.0.0.1:/p' "$PGDATA_DIR/postmaster.pid" | paste -sd' '
 }
 
 # psql as the bootstrap superuser, over the stack's private unix socket.
@@ -266,7 +287,7 @@ pg_start() {
   fi
 
   if pg_running; then
-    log "PostgreSQL: already running (pid $(head -n 1 "$PGDATA_DIR/postmaster.pid"))"
+    log "PostgreSQL: already running $(pg_pid_port)"
   else
     require_free_port PostgreSQL "$PG_PORT"
     # Rewritten at each start so that PG_PORT overrides apply.
@@ -277,7 +298,7 @@ port = $PG_PORT
 unix_socket_directories = '$PG_SOCKET_DIR'
 EOF
     log "PostgreSQL: starting on 127.0.0.1:$PG_PORT"
-    as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_DIR/postgresql.log" -w -t 60 start >/dev/null \
+    as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_DIR/postgresql.log" -w -t 60 start >/dev/null 8>&- \
       || fail_with_log "PostgreSQL did not start" "$LOG_DIR/postgresql.log"
   fi
   head -n 1 "$PGDATA_DIR/postmaster.pid" >"$RUN_DIR/postgres.pid"
@@ -376,18 +397,18 @@ EOF
 kafka_format_once() {
   [[ -f $KAFKA_LOG_DIRS/meta.properties ]] && return 0
   if [[ ! -s $KAFKA_DATA/cluster.id ]]; then
-    kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$KAFKA_DATA/cluster.id"
+    kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$KAFKA_DATA/cluster.id" \
+      || die "could not run Kafka's StorageTool (java and $KAFKA_LIBS)"
   fi
   local id
   id=$(<"$KAFKA_DATA/cluster.id")
   [[ $id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "bad Kafka cluster id '$id' in $KAFKA_DATA/cluster.id"
-  log "Kafka: formatting storage (cluster id $id, controller port $KAFKA_CONTROLLER_PORT)"
-  # --standalone pairs with controller.quorum.bootstrap.servers and records this node
-  # (and its controller port) as the only voter.
+  log "Kafka: formatting storage (cluster id $id)"
+  # --standalone pairs with controller.quorum.bootstrap.servers and records this node as
+  # the only voter. (A later KAFKA_CONTROLLER_PORT change is fine: 4.4 updates the voter.)
   kafka_java kafka.tools.StorageTool format -t "$id" -c "$KAFKA_DATA/server.properties" \
     --standalone --ignore-formatted >"$LOG_DIR/kafka-format.out" 2>&1 \
     || fail_with_log "Kafka storage format failed" "$LOG_DIR/kafka-format.out"
-  echo "$KAFKA_CONTROLLER_PORT" >"$KAFKA_DATA/controller.port"
 }
 
 kafka_start() {
@@ -398,9 +419,6 @@ kafka_start() {
     return 0
   fi
   mkdir -p "$KAFKA_DATA" "$LOG_DIR" "$RUN_DIR"
-  if [[ -f $KAFKA_DATA/controller.port && $(<"$KAFKA_DATA/controller.port") != "$KAFKA_CONTROLLER_PORT" ]]; then
-    die "Kafka's storage was formatted with controller port $(<"$KAFKA_DATA/controller.port"), which is stored in its metadata; use that KAFKA_CONTROLLER_PORT or 'clean' the stack"
-  fi
   require_free_port Kafka "$KAFKA_PORT"
   require_free_port "Kafka controller" "$KAFKA_CONTROLLER_PORT"
   kafka_write_config
@@ -519,7 +537,7 @@ cmd_stop() {
 cmd_status() {
   local pid all=0
   if pg_running; then
-    log "PostgreSQL: running (pid $(head -n 1 "$PGDATA_DIR/postmaster.pid")) on 127.0.0.1:$PG_PORT"
+    log "PostgreSQL: running $(pg_pid_port)"
   else
     log "PostgreSQL: stopped"; all=3
   fi
@@ -541,6 +559,18 @@ cmd_clean() {
   log "Removing $DATA_DIR"
   rm -rf -- "$DATA_DIR"
 }
+
+# One command at a time per stack (say a test fixture and a developer both run 'start').
+# Daemons are started with this descriptor closed, or they would hold the lock forever.
+lock_stack() {
+  mkdir -p "$LOCAL_DIR"
+  exec 8>"$LOCAL_DIR/$STACK.lock"
+  flock 8
+}
+
+case ${1:-} in
+  setup | start | stop | clean | kafka-start | kafka-stop | kafka-kill) lock_stack ;;
+esac
 
 case ${1:-} in
   setup) cmd_setup ;;

@@ -36,6 +36,8 @@ PROBE_DDL = [
     "CREATE TABLE IF NOT EXISTS effects (id bigserial PRIMARY KEY, run text NOT NULL, seq int NOT NULL, "
     "event_id text NOT NULL, trace_id text NOT NULL, handled_at timestamptz NOT NULL DEFAULT clock_timestamp())",
     "CREATE TABLE IF NOT EXISTS failing (run text PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS fired (id bigserial PRIMARY KEY, kind text NOT NULL, key text NOT NULL, "
+    "fence bigint NOT NULL)",
 ]
 
 

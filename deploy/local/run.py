@@ -1,0 +1,152 @@
+"""`make run`: the five services as separate processes on the local stack; their logs in one stream; Ctrl-C stops all.
+
+    python -m deploy.local.run [--port-base 8100] [--stop-stack]
+
+Expects the stack's environment (`eval "$(deploy/local/stack.sh env)"`), as the Makefile provides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from deploy.local import SERVICES, database_url
+from shared.security import ensure_dev_keys, issue_token
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_env(service: str, port: int) -> dict[str, str]:
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+    _, public_key = ensure_dev_keys(ROOT / ".local" / "keys")
+    return os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "CTP_HTTP_PORT": str(port),
+        "CTP_DATABASE_URL": database_url(service),
+        "CTP_AUTH_PUBLIC_KEY_FILE": str(public_key),
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "zipkin"),
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": f"{zipkin}/api/v2/spans",
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
+
+
+def _readable(service: str, line: str) -> str:
+    """One JSON log line as `service level message`, or the raw line when it is not JSON."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return f"{service:<10} {line}"
+    trace_id = record.get("trace_id")
+    suffix = f"  trace={trace_id}" if trace_id else ""
+    return f"{service:<10} {record.get('level', ''):<7} {record.get('message', '')}{suffix}"
+
+
+async def _stream(service: str, stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        print(_readable(service, line.decode(errors="replace").rstrip()), flush=True)
+
+
+async def _wait_ready(client: httpx.AsyncClient, url: str, process: asyncio.subprocess.Process) -> bool:
+    for _ in range(600):
+        if process.returncode is not None:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get(f"{url}/health/ready")).status_code == 200:
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def run(port_base: int) -> int:
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    streams = []
+    for index, service in enumerate(SERVICES, start=1):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"services.{service}",
+            cwd=ROOT,
+            env=service_env(service, port_base + index),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the services in order
+        )
+        processes[service] = process
+        assert process.stdout is not None
+        streams.append(asyncio.create_task(_stream(service, process.stdout)))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    urls = {service: f"http://127.0.0.1:{port_base + i}" for i, service in enumerate(SERVICES, start=1)}
+    async with httpx.AsyncClient(timeout=2) as client:
+        ready = await asyncio.gather(*(_wait_ready(client, urls[s], processes[s]) for s in SERVICES))
+    failed = [s for s, ok in zip(SERVICES, ready, strict=True) if not ok]
+    if failed:
+        print(f"not ready: {', '.join(failed)}; stopping", flush=True)
+        stop.set()
+    else:
+        _print_directory(urls)
+
+    exited = [asyncio.create_task(p.wait()) for p in processes.values()]
+    await asyncio.wait([asyncio.create_task(stop.wait()), *exited], return_when=asyncio.FIRST_COMPLETED)
+    for service, process in processes.items():
+        if process.returncode is None:
+            process.terminate()
+        elif not stop.is_set():
+            print(f"{service} exited with code {process.returncode}; stopping everything", flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*exited), 15)
+    for process in processes.values():
+        if process.returncode is None:
+            process.kill()
+    await asyncio.gather(*streams, return_exceptions=True)
+    return 1 if failed else 0
+
+
+def _print_directory(urls: dict[str, str]) -> None:
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+    token = issue_token(
+        subject="dev-hub-worker",
+        agency="childrens-hub",
+        roles=["hub_social_worker"],
+        private_key_pem=ensure_dev_keys(ROOT / ".local" / "keys")[0].read_bytes(),
+    )
+    lines = ["", "Children's Teams platform is running:"]
+    lines += [f"  {service:<11}{url}  (docs {url}/docs, health {url}/health/ready)" for service, url in urls.items()]
+    lines += [
+        f"  Kafka      {os.environ.get('KAFKA_BOOTSTRAP', '')}",
+        f"  PostgreSQL 127.0.0.1:{os.environ.get('PG_PORT', '')} database childrensteams",
+        f"  Zipkin     {zipkin}/zipkin/",
+        f"  A dev token (hub social worker): {token}",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.run")
+    parser.add_argument("--port-base", type=int, default=8100, help="service n listens on port-base + n")
+    parser.add_argument("--stop-stack", action="store_true", help="also stop PostgreSQL, Kafka and Zipkin on exit")
+    args = parser.parse_args()
+    code = asyncio.run(run(args.port_base))
+    if args.stop_stack:
+        subprocess.run([str(ROOT / "deploy" / "local" / "stack.sh"), "stop"], check=False)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

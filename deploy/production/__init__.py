@@ -1,0 +1,1 @@
+"""Production Kafka definitions (topics and ACLs); see README.md here."""
