@@ -80,14 +80,26 @@ def run_id() -> str:
     return uuid.uuid4().hex
 
 
+def tracing_env(traced: bool) -> dict[str, str]:
+    """Spans go to the test stack's Zipkin when a test wants to look at them, nowhere otherwise."""
+    if not traced:
+        return {"OTEL_TRACES_EXPORTER": "none"}
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:60411")
+    return {
+        "OTEL_TRACES_EXPORTER": "zipkin",
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": f"{zipkin}/api/v2/spans",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+
+
 class Processes:
     """Probe processes started by a test; whatever is left running is killed at the end."""
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[str]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        env = os.environ | {"PYTHONPATH": str(ROOT), "OTEL_TRACES_EXPORTER": "none", "LOG_LEVEL": "WARNING"}
+    def start(self, *args: str, traced: bool = False) -> subprocess.Popen[str]:
+        env = os.environ | {"PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"} | tracing_env(traced)
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.probe", *args],
             cwd=ROOT,

@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.events.backbone import ProbePinged
 from shared.messaging.consumer import H_ATTEMPTS, H_CONSUMER, H_ERROR_MESSAGE, H_ERROR_TYPE, H_FAILED_AT
-from shared.messaging.deadletters import read_dead_letters, replay
+from shared.messaging.deadletters import DeadLetter, read_dead_letters, replay
 from shared.messaging.topics import dlq_topic
 from shared.telemetry import setup_tracing
-from tests.conftest import Processes, effects, eventually, write_pings
+from tests.conftest import Processes, effects, eventually, tracing_env, write_pings
 from tests.support import probe
 
-os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
-setup_tracing("tests")
+os.environ.update(tracing_env(traced=True))
+provider = setup_tracing("tests")
 tracer = trace.get_tracer(__name__)
 
 
 async def test_event_written_through_the_outbox_is_handled_by_another_process_on_the_same_trace(
     sessions: async_sessionmaker[AsyncSession], processes: Processes, topic: str, run_id: str
 ) -> None:
-    processes.start("consume", "--topic", topic, "--group", f"g-{run_id}")
-    processes.start("relay")
+    processes.start("consume", "--topic", topic, "--group", f"g-{run_id}", traced=True)
+    processes.start("relay", traced=True)
 
     with tracer.start_as_current_span("referral arrives") as span:
         [event_id] = await write_pings(sessions, topic=topic, run=run_id, count=1)
@@ -34,6 +37,26 @@ async def test_event_written_through_the_outbox_is_handled_by_another_process_on
     [effect] = await eventually(lambda: effects(sessions, run_id))
     assert effect.event_id == event_id
     assert effect.trace_id == journey_trace
+
+    # The same journey in Zipkin: one trace, spans from all three processes, each joined to its parent.
+    provider.force_flush()
+    spans = await eventually(lambda: _zipkin_trace(journey_trace, {"tests", "probe-relay", "probe-consume"}))
+    ids = {s["id"] for s in spans}
+    roots = [s for s in spans if "parentId" not in s]
+    assert [r["name"] for r in roots] == ["referral arrives"]
+    assert all(s["parentId"] in ids for s in spans if s not in roots)
+    assert any(s["name"] == f"handle {ProbePinged.ce_type}" for s in spans)
+
+
+async def _zipkin_trace(trace_id: str, services: set[str]) -> list[dict[str, Any]] | None:
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:60411")
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(f"{zipkin}/api/v2/trace/{trace_id}")
+    if response.status_code != 200:
+        return None
+    spans: list[dict[str, Any]] = response.json()
+    seen = {s.get("localEndpoint", {}).get("serviceName") for s in spans}
+    return spans if services <= seen else None
 
 
 async def test_the_same_event_delivered_twice_has_one_effect(
@@ -95,4 +118,43 @@ async def test_a_message_that_always_fails_is_dead_lettered_with_its_reason_and_
 
 async def _at_least(sessions: async_sessionmaker[AsyncSession], run: str, count: int) -> list[object] | None:
     found = await effects(sessions, run)
+    return found if len(found) >= count else None
+
+
+async def test_unreadable_input_on_an_ingress_topic_is_rejected_to_its_sender_and_dead_lettered_once(
+    sessions: async_sessionmaker[AsyncSession], processes: Processes, topic: str, run_id: str, kafka_bootstrap: str
+) -> None:
+    processes.start("consume", "--topic", topic, "--group", f"g-{run_id}", "--strict")
+    good = probe.ping(run_id, 1, "agency-ref-1")
+    wrong_body = good.headers() | {"ce_id": "wrong-body", "ce_source": "/agencies/health-nz"}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"\x00 not json at all", key=b"agency-ref-1")
+        await producer.send_and_wait(
+            topic, b'{"run": "x"}', key=b"agency-ref-1", headers=[(k, v.encode()) for k, v in wrong_body.items()]
+        )
+        await producer.send_and_wait(
+            topic, good.body(), key=good.key, headers=[(k, v.encode()) for k, v in good.headers().items()]
+        )
+    finally:
+        await producer.stop()
+
+    await eventually(lambda: effects(sessions, run_id))  # the valid message behind them is handled
+    letters = await eventually(lambda: _at_least_letters(kafka_bootstrap, dlq_topic(topic), 2))
+    assert [letter.headers[H_ERROR_TYPE] for letter in letters] == ["EnvelopeError", "EnvelopeError"]
+    assert "missing CloudEvents headers" in letters[0].headers[H_ERROR_MESSAGE]
+    assert "seq: Field required" in letters[1].headers[H_ERROR_MESSAGE]
+    assert {letter.headers[H_ATTEMPTS] for letter in letters} == {"1"}  # not retried: retrying cannot help
+
+    async with sessions() as session:
+        rejections = (await session.execute(text("SELECT sender, reason, fields FROM rejections ORDER BY id"))).all()
+    assert [tuple(r) for r in rejections][-2:] == [
+        ("unknown", "missing CloudEvents headers: ce_specversion, ce_id, ce_source, ce_type, ce_subject", ""),
+        ("/agencies/health-nz", "body does not match nz.childrensteams.backbone.probe_pinged.v1", "seq"),
+    ]
+
+
+async def _at_least_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter] | None:
+    found = await read_dead_letters(bootstrap, topic)
     return found if len(found) >= count else None

@@ -26,7 +26,7 @@ from shared.db import make_engine, make_sessions
 from shared.events.backbone import ProbePinged
 from shared.messaging.broker import make_broker
 from shared.messaging.consumer import Consumer, RetryPolicy
-from shared.messaging.envelope import Envelope
+from shared.messaging.envelope import Envelope, EnvelopeError
 from shared.messaging.outbox import OutboxRelay
 from shared.telemetry import setup_logging, setup_tracing
 
@@ -36,6 +36,8 @@ PROBE_DDL = [
     "CREATE TABLE IF NOT EXISTS effects (id bigserial PRIMARY KEY, run text NOT NULL, seq int NOT NULL, "
     "event_id text NOT NULL, trace_id text NOT NULL, handled_at timestamptz NOT NULL DEFAULT clock_timestamp())",
     "CREATE TABLE IF NOT EXISTS failing (run text PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS rejections (id bigserial PRIMARY KEY, sender text NOT NULL, reason text NOT NULL, "
+    "fields text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS fired (id bigserial PRIMARY KEY, kind text NOT NULL, key text NOT NULL, "
     "fence bigint NOT NULL)",
 ]
@@ -67,7 +69,19 @@ async def record_effect(session: AsyncSession, envelope: Envelope) -> None:
     )
 
 
-async def consume(topic: str, group: str, delay_ms: int, retry: RetryPolicy) -> None:
+async def reject(session: AsyncSession, headers: dict[str, str], error: EnvelopeError) -> None:
+    """What an ingress consumer does with input it cannot read: tell the sender (here: a row standing for the event)."""
+    await session.execute(
+        text("INSERT INTO rejections (sender, reason, fields) VALUES (:sender, :reason, :fields)"),
+        {
+            "sender": headers.get("ce_source", "unknown"),
+            "reason": error.reason,
+            "fields": ",".join(sorted(e["field"] for e in error.errors)),
+        },
+    )
+
+
+async def consume(topic: str, group: str, delay_ms: int, retry: RetryPolicy, strict: bool) -> None:
     engine = make_engine(database_url(), SCHEMA)
     consumer = Consumer(name=group, sessions=make_sessions(engine), retry=retry, max_records=50)
 
@@ -78,7 +92,7 @@ async def consume(topic: str, group: str, delay_ms: int, retry: RetryPolicy) -> 
         await record_effect(session, envelope)
 
     broker = make_broker(bootstrap(), client_id=group)
-    consumer.attach(broker, [topic])
+    consumer.attach(broker, [topic], reject=reject if strict else None)
     await broker.start()
     print("consumer ready", flush=True)
     await _until_terminated()
@@ -127,6 +141,7 @@ def main() -> None:
     consume_args.add_argument("--delay-ms", type=int, default=0)
     consume_args.add_argument("--attempts", type=int, default=3)
     consume_args.add_argument("--retry-base-seconds", type=float, default=0.5)
+    consume_args.add_argument("--strict", action="store_true", help="an ingress topic: reject unreadable input")
     relay_args = commands.add_parser("relay")
     relay_args.add_argument("--crash-after-publish", action="store_true")
     args = parser.parse_args()
@@ -134,7 +149,7 @@ def main() -> None:
     setup_tracing(f"probe-{args.command}")
     if args.command == "consume":
         retry = RetryPolicy(attempts=args.attempts, base_seconds=args.retry_base_seconds, max_delay_seconds=5)
-        asyncio.run(consume(args.topic, args.group, args.delay_ms, retry))
+        asyncio.run(consume(args.topic, args.group, args.delay_ms, retry, args.strict))
     else:
         asyncio.run(relay(args.crash_after_publish))
 
