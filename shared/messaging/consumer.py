@@ -181,8 +181,6 @@ class Consumer:
             try:
                 failures = await self._handle_batch(records, reject=reject, attempt_of=attempt_of)
                 await self._route_failures(failures, topic=topic)
-                await message.ack()
-                return
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -198,6 +196,14 @@ class Consumer:
                     delay,
                 )
                 await asyncio.sleep(delay)
+                continue
+            try:
+                await message.ack()
+            except Exception as error:
+                # Typically a rebalance moved the partition away: its new owner gets the batch again, and the inbox
+                # makes that harmless. Retrying the commit here could never succeed.
+                log.warning("consumer %s could not commit offsets (%s)", self.name, type(error).__name__)
+            return
 
     async def _handle_batch(
         self,
@@ -221,6 +227,10 @@ class Consumer:
                     continue
                 handler = self._handlers.get(envelope.type)
                 if handler is None:
+                    # Only on an ingress topic (see above): a well-formed event of a type nobody here accepts.
+                    refused = EnvelopeError(f"event type {envelope.type!r} is not accepted on {record.topic}")
+                    await self._reject(session, record, headers, refused, reject)
+                    failures.append(_Failure(record, headers, refused, attempt, permanent=True))
                     continue
                 try:
                     async with session.begin_nested():
