@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Event
 from shared.messaging.envelope import H_ID, H_TYPE, Envelope, EnvelopeError, decode_headers
-from shared.messaging.inbox import first_delivery
+from shared.messaging.inbox import first_deliveries, first_delivery
 from shared.messaging.topics import dlq_topic, retry_topic
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,19 @@ class RetryPolicy:
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt `attempt` (2 is the first retry)."""
         return float(min(self.max_delay_seconds, self.base_seconds * 4 ** (attempt - 2)))
+
+
+class _HandlerFailed(Exception):
+    """A handler raised during a batch's fast path: redo the batch one savepoint per event."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    record: ConsumerRecord[Any, Any]
+    headers: dict[str, str]
+    attempt: int
+    envelope: Envelope
+    handler: Handler
 
 
 @dataclass(slots=True)
@@ -212,8 +225,24 @@ class Consumer:
         reject: Rejecter | None,
         attempt_of: Callable[[dict[str, str]], int],
     ) -> list[_Failure]:
+        try:
+            return await self._run_batch(records, reject=reject, attempt_of=attempt_of, isolate=False)
+        except _HandlerFailed:
+            # Rare: a handler raised, and the whole batch rolled back. Do it again with a savepoint per event,
+            # so that only the failing events leave for the retry topic.
+            return await self._run_batch(records, reject=reject, attempt_of=attempt_of, isolate=True)
+
+    async def _run_batch(
+        self,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        *,
+        reject: Rejecter | None,
+        attempt_of: Callable[[dict[str, str]], int],
+        isolate: bool,
+    ) -> list[_Failure]:
         failures: list[_Failure] = []
         async with self.sessions() as session, session.begin():
+            work: list[_Work] = []
             for record in records:
                 headers = decode_headers(record.headers)
                 attempt = attempt_of(headers)
@@ -232,30 +261,45 @@ class Consumer:
                     await self._reject(session, record, headers, refused, reject)
                     failures.append(_Failure(record, headers, refused, attempt, permanent=True))
                     continue
+                work.append(_Work(record, headers, attempt, envelope, handler))
+
+            if not isolate:
+                # The common case: one inbox statement for the whole batch and no savepoints.
+                fresh = await first_deliveries(session, consumer=self.name, event_ids=[w.envelope.id for w in work])
+                for item in work:
+                    if item.envelope.id not in fresh:
+                        continue  # handled before: a redelivery
+                    fresh.discard(item.envelope.id)
+                    try:
+                        await self._handle_one(session, item)
+                    except Exception as error:
+                        if _is_infrastructure(error):
+                            raise
+                        raise _HandlerFailed from error
+                return failures
+
+            for item in work:
                 try:
                     async with session.begin_nested():
-                        await self._handle_one(session, envelope, headers, handler)
+                        if await first_delivery(session, consumer=self.name, event_id=item.envelope.id):
+                            await self._handle_one(session, item)
                 except Exception as error:
                     if _is_infrastructure(error):
                         raise
                     permanent = isinstance(error, PermanentError)
-                    failures.append(_Failure(record, headers, error, attempt, permanent=permanent))
+                    failures.append(_Failure(item.record, item.headers, error, item.attempt, permanent=permanent))
         return failures
 
-    async def _handle_one(
-        self, session: AsyncSession, envelope: Envelope, headers: dict[str, str], handler: Handler
-    ) -> None:
+    async def _handle_one(self, session: AsyncSession, item: _Work) -> None:
         # One span per event, child of the publisher's, so a child's journey stays one trace across services.
         with tracer.start_as_current_span(
-            f"handle {envelope.type}",
-            context=extract(headers),
+            f"handle {item.envelope.type}",
+            context=extract(item.headers),
             kind=trace.SpanKind.CONSUMER,
-            attributes={"messaging.consumer.group.name": self.name, "cloudevents.event_id": envelope.id},
+            attributes={"messaging.consumer.group.name": self.name, "cloudevents.event_id": item.envelope.id},
         ):
-            if not await first_delivery(session, consumer=self.name, event_id=envelope.id):
-                return
-            await handler(session, envelope)
-            HANDLED.labels(self.name, envelope.type).inc()
+            await item.handler(session, item.envelope)
+        HANDLED.labels(self.name, item.envelope.type).inc()
 
     async def _reject(
         self,
