@@ -25,6 +25,9 @@ from tests.support import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Services run inside the test process send their spans nowhere unless a test asks for Zipkin.
+os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+
 
 async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 60.0, every: float = 0.1) -> Any:
     """Poll until `check` returns something truthy. The bound only stops a broken test hanging; nothing is timed."""

@@ -2,7 +2,9 @@
 
 from fastapi import FastAPI
 
-from shared.service import create_service
+from services.referral import handlers
+from services.referral.api import router
+from shared.service import Subscription, create_service
 from shared.settings import ServiceSettings
 
 
@@ -11,5 +13,21 @@ class Settings(ServiceSettings):
     http_port: int = 8101
 
 
-def create_app() -> FastAPI:
-    return create_service(Settings(), title="Referral service")
+SUBSCRIPTIONS = [
+    # Agencies' referrals, consent changes and withdrawals; unreadable input is answered with a rejection.
+    Subscription(
+        consumer="intake",
+        topics=[handlers.INGRESS],
+        handlers=handlers.register,
+        reject=handlers.reject_submission,
+    ),
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service(
+        settings or Settings(),
+        title="Referral service",
+        subscriptions=SUBSCRIPTIONS,
+        routers=[router],
+    )

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Event
 from shared.messaging.envelope import H_ID, H_TYPE, Envelope, EnvelopeError, decode_headers
+from shared.messaging.errors import InvalidInput, PermanentError
 from shared.messaging.inbox import first_deliveries, first_delivery
 from shared.messaging.topics import dlq_topic, retry_topic
 
@@ -35,7 +36,7 @@ tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 # Called in the same transaction when a message on a strict (ingress) topic cannot be read: tells the sender why.
-Rejecter = Callable[[AsyncSession, dict[str, str], EnvelopeError], Awaitable[None]]
+Rejecter = Callable[[AsyncSession, dict[str, str], InvalidInput], Awaitable[None]]
 
 # Headers the retry and dead-letter path adds; the original CloudEvents headers travel unchanged.
 H_CONSUMER = "ctp_consumer"
@@ -53,10 +54,6 @@ DEAD_LETTERED = Counter(
     "ctp_messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["consumer", "topic"]
 )
 HANDLED = Counter("ctp_messages_handled_total", "Events handled (first delivery)", ["consumer", "type"])
-
-
-class PermanentError(Exception):
-    """A handler's verdict that retrying cannot help (the input itself is wrong): straight to the dead-letter topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +97,8 @@ def _is_infrastructure(error: BaseException) -> bool:
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, EnvelopeError):
-        reasons = "; ".join(f"{e['field']}: {e['problem']}" for e in error.errors)
-        return f"{error.reason}: {reasons}" if reasons else error.reason
+    if isinstance(error, InvalidInput):
+        return error.describe()
     # Exception text may quote input; keep it short. Handlers raise messages that name fields, not values.
     return str(error)[:500]
 
@@ -283,6 +279,10 @@ class Consumer:
                     async with session.begin_nested():
                         if await first_delivery(session, consumer=self.name, event_id=item.envelope.id):
                             await self._handle_one(session, item)
+                except InvalidInput as error:
+                    # The handler found the input invalid: its sender hears why (in a savepoint of its own).
+                    await self._reject(session, item.record, item.headers, error, reject)
+                    failures.append(_Failure(item.record, item.headers, error, item.attempt, permanent=True))
                 except Exception as error:
                     if _is_infrastructure(error):
                         raise
@@ -306,7 +306,7 @@ class Consumer:
         session: AsyncSession,
         record: ConsumerRecord[Any, Any],
         headers: dict[str, str],
-        error: EnvelopeError,
+        error: InvalidInput,
         reject: Rejecter | None,
     ) -> None:
         if reject is None:

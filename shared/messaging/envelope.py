@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from shared.events import Event, UnknownEventType, model_for
+from shared.messaging.errors import InvalidInput
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -26,13 +27,8 @@ H_CAUSATION = "ce_causationid"
 H_CONTENT_TYPE = "content-type"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(InvalidInput):
     """A message that cannot be read as one of our events: never retried, it goes to the dead-letter topic."""
-
-    def __init__(self, reason: str, errors: list[dict[str, str]] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.errors = errors or []
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +104,7 @@ class Envelope:
         except ValidationError as error:
             # include_input=False: the rejected values may be personal data and must not travel further.
             details = [
-                {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"], "code": e["type"]}
+                {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]}
                 for e in error.errors(include_input=False, include_url=False)
             ]
             raise EnvelopeError(f"body does not match {headers[H_TYPE]}", details) from None

@@ -47,6 +47,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("contactcentre.escalations.out", "Critical concerns to the national contact centre", consumed=False),
     Topic("police.escalations.out", "Concerns where a life is in danger, to Police", consumed=False),
     Topic("contactcentre.acks.in", "Acknowledgements from the national contact centre"),
+    # Concerns carry what the hub needs to act (who, where, what was seen): a stream of their own, read by the hub only.
+    Topic("concerns.raised", "Concerns other services raise for the Children's Hub to screen"),
     # The backbone's own tests and benchmarks exercise the real broker through this stream.
     Topic("backbone.probe", "Backbone self-test and benchmark events", partitions=3, retention_ms=DAY_MS),
 )

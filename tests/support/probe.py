@@ -26,7 +26,8 @@ from shared.db import make_engine, make_sessions
 from shared.events.backbone import ProbePinged
 from shared.messaging.broker import make_broker
 from shared.messaging.consumer import Consumer, RetryPolicy
-from shared.messaging.envelope import Envelope, EnvelopeError
+from shared.messaging.envelope import Envelope
+from shared.messaging.errors import InvalidInput
 from shared.messaging.outbox import OutboxRelay
 from shared.telemetry import setup_logging, setup_tracing
 
@@ -69,7 +70,7 @@ async def record_effect(session: AsyncSession, envelope: Envelope) -> None:
     )
 
 
-async def reject(session: AsyncSession, headers: dict[str, str], error: EnvelopeError) -> None:
+async def reject(session: AsyncSession, headers: dict[str, str], error: InvalidInput) -> None:
     """What an ingress consumer does with input it cannot read: tell the sender (here: a row standing for the event)."""
     await session.execute(
         text("INSERT INTO rejections (sender, reason, fields) VALUES (:sender, :reason, :fields)"),

@@ -1,0 +1,101 @@
+"""Test helpers that play an agency's system on the real broker: publish CloudEvents, read what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.events import Event
+from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
+
+
+class AgencySystem:
+    """Publishes to ingress topics as `/agencies/<code>` would."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+
+    async def __aenter__(self) -> AgencySystem:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, topic: str, event: Event, *, agency: str, subject: str) -> Envelope:
+        envelope = Envelope(event=event, source=f"/agencies/{agency}", subject=subject)
+        await self.send_raw(topic, envelope.body(), key=subject, headers=envelope.headers())
+        return envelope
+
+    async def send_raw(self, topic: str, body: bytes, *, key: str, headers: dict[str, str] | None = None) -> None:
+        await self.producer.send_and_wait(
+            topic, body, key=key.encode(), headers=[(k, v.encode()) for k, v in (headers or {}).items()]
+        )
+
+
+class TopicReader:
+    """Reads a topic from the moment it was opened, decoding our envelopes."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.seen: list[tuple[dict[str, str], Envelope | None]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        partitions = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(partitions)
+        for partition in partitions:
+            self.consumer.seek(partition, ends[partition])
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.consumer.stop()
+
+    async def _poll(self) -> None:
+        batches = await self.consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            for record in records:
+                headers = decode_headers(record.headers)
+                try:
+                    envelope: Envelope | None = Envelope.decode(headers, record.value or b"")
+                except EnvelopeError:
+                    envelope = None
+                self.seen.append((headers, envelope))
+
+    async def events(
+        self,
+        kind: type[Event],
+        where: Callable[[Any], bool] = lambda _: True,
+        *,
+        count: int = 1,
+        within: float = 60,
+    ) -> list[Any]:
+        """Wait for `count` events of `kind` matching `where`; return the envelopes of all that match so far.
+
+        Typed loosely on purpose: tests read `.event.<field>` of the kind they asked for.
+        """
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            found = [e for _, e in self.seen if e is not None and isinstance(e.event, kind) and where(e)]
+            if len(found) >= count:
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{len(found)} of {count} {kind.__name__} events on {self.topic} within {within}s")
+            await self._poll()
+
+    async def headers_where(self, where: Callable[[dict[str, str]], bool], *, within: float = 60) -> dict[str, str]:
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            for headers, _ in self.seen:
+                if where(headers):
+                    return headers
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no matching message on {self.topic} within {within}s")
+            await self._poll()
