@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract, inject
 from prometheus_client import Gauge
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +25,22 @@ from shared.messaging.tables import notify_channel, outbox
 log = logging.getLogger(__name__)
 
 BUCKETS = 16
+
+# Buckets another relay holds are skipped. Ordering by id with a limit takes a prefix of each locked bucket's rows,
+# so a key's events always leave in the order they were written.
+_CLAIM = text(
+    """
+    WITH mine AS (
+        SELECT bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE sent_at IS NULL) pending
+        WHERE pg_try_advisory_xact_lock(:space, bucket)
+    )
+    SELECT id, topic, key, headers, body FROM outbox
+    WHERE sent_at IS NULL AND bucket IN (SELECT bucket FROM mine)
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
 
 OUTBOX_BACKLOG = Gauge("ctp_outbox_backlog", "Outbox rows not yet published", ["service"])
 OUTBOX_OLDEST_AGE = Gauge("ctp_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["service"])
@@ -101,31 +117,10 @@ class OutboxRelay:
                 await listener
 
     async def publish_pending(self) -> int:
-        """One pass over every bucket with unsent rows; returns how many rows this instance published."""
-        async with self.sessions() as session:
-            buckets = list(
-                (await session.scalars(select(outbox.c.bucket).where(outbox.c.sent_at.is_(None)).distinct())).all()
-            )
-        random.shuffle(buckets)
-        published = 0
-        for bucket in buckets:
-            published += await self._publish_bucket(bucket)
-        return published
-
-    async def _publish_bucket(self, bucket: int) -> int:
+        """One pass: lock every bucket with unsent rows that no other relay holds, publish their oldest rows in
+        order, mark them sent, all in one transaction. Returns how many rows this instance published."""
         async with self.sessions() as session, session.begin():
-            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_space, bucket)))
-            if not locked:
-                return 0  # another relay instance owns this bucket right now
-            rows = (
-                await session.execute(
-                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.body)
-                    .where(outbox.c.sent_at.is_(None), outbox.c.bucket == bucket)
-                    .order_by(outbox.c.id)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = (await session.execute(_CLAIM, {"space": self._lock_space, "limit": self.batch_size})).all()
             if not rows:
                 return 0
             await self._publish(rows)
