@@ -22,6 +22,7 @@ from shared.messaging.outbox import add_to_outbox
 from shared.messaging.topics import dlq_topic, retry_topic
 from shared.migrations import create_backbone
 from tests.support import probe
+from tests.support.services import RunningService, run_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,3 +182,24 @@ async def unsent(sessions: async_sessionmaker[AsyncSession], event_ids: list[str
             text("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND event_id = ANY(:ids)"), {"ids": event_ids}
         )
         return int(count or 0)
+
+
+KEY_FILE = str(ROOT / ".local" / "keys" / "dev-issuer.pub.pem")
+
+
+@pytest.fixture(scope="module")
+async def referral_service(kafka_bootstrap: str) -> AsyncIterator[RunningService]:
+    from services.referral.app import Settings, create_app
+
+    async with run_service(Settings, create_app, kafka_bootstrap=kafka_bootstrap, key_file=KEY_FILE) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+async def panel_service(kafka_bootstrap: str) -> AsyncIterator[RunningService]:
+    from services.panel.app import Settings, create_app
+
+    async with run_service(
+        Settings, create_app, kafka_bootstrap=kafka_bootstrap, key_file=KEY_FILE, timer_lease_seconds=1
+    ) as service:
+        yield service

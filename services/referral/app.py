@@ -21,6 +21,8 @@ SUBSCRIPTIONS = [
         handlers=handlers.register,
         reject=handlers.reject_submission,
     ),
+    # The panel's decisions: the referral's state, and the referrer's outcome.
+    Subscription(consumer="panel-decisions", topics=[handlers.PANEL_STREAM], handlers=handlers.register_panel),
 ]
 
 

@@ -92,6 +92,25 @@ def check_referral(
     return problems
 
 
+PanelDecision = Literal["accepted", "declined", "more_information", "reconsidered"]
+
+
+def after_panel(status: ReferralStatus, decision: PanelDecision) -> ReferralStatus:
+    """The referral's state after a panel decision. A referral withdrawn or closed meanwhile stays so."""
+    match status, decision:
+        case ((ReferralStatus.WITHDRAWN | ReferralStatus.CLOSED), _):
+            return status
+        case _, "accepted":
+            return ReferralStatus.ACCEPTED
+        case _, "declined":
+            return ReferralStatus.DECLINED
+        case _, "more_information":
+            return ReferralStatus.MORE_INFORMATION_NEEDED
+        case _, "reconsidered":
+            return ReferralStatus.RECEIVED
+    raise NotAllowed(f"unknown panel decision {decision!r}")
+
+
 def outcome_of(status: ReferralStatus) -> Outcome:
     """The outcome an agency is told for a referral in this state (re-sent when it submits the same referral again)."""
     match status:

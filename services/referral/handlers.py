@@ -19,6 +19,7 @@ from services.referral.domain import (
     Match,
     NotAllowed,
     ReferralStatus,
+    after_panel,
     caregiver_keys,
     check_referral,
     child_name_key,
@@ -33,14 +34,23 @@ from services.referral.domain import (
 )
 from shared.audit import record_access
 from shared.events import Event
-from shared.events.agency import ChildDetails, Consent, ConsentChanged, ReferralSubmitted, ReferralWithdrawnByAgency
+from shared.events.agency import (
+    ChildDetails,
+    Consent,
+    ConsentChanged,
+    MoreInformationProvided,
+    ReferralSubmitted,
+    ReferralWithdrawnByAgency,
+)
 from shared.events.concerns import ConcernRaised
+from shared.events.panel import MoreInformationRequested, ReferralAccepted, ReferralDeclined, ReferralReconsidered
 from shared.events.referral import (
     ConsentRecorded,
     ConsentUpdated,
     ConsentWithdrawn,
     Outcome,
     Problem,
+    ReferralInformationProvided,
     ReferralLinked,
     ReferralOutcome,
     ReferralReceived,
@@ -51,22 +61,30 @@ from shared.events.referral import (
 )
 from shared.messaging.consumer import Consumer
 from shared.messaging.envelope import H_CORRELATION, H_ID, H_SOURCE, H_SUBJECT, Envelope
-from shared.messaging.errors import InvalidInput
+from shared.messaging.errors import InvalidInput, PermanentError
 from shared.messaging.outbox import add_to_outbox
 from shared.security import Principal
 
 SOURCE = "/services/referral"
 INGRESS = "agency.referrals.in"
 STREAM = "referral.events"
+PANEL_STREAM = "panel.events"
 OUTCOMES = "agency.outcomes.out"
 CONCERNS = "concerns.raised"
 
 
 def register(consumer: Consumer) -> None:
-    """The events the referral service handles, in one place."""
+    """What agencies send on the ingress topic."""
     consumer.handles(ReferralSubmitted)(receive_referral)
     consumer.handles(ConsentChanged)(change_consent)
     consumer.handles(ReferralWithdrawnByAgency)(withdraw_referral)
+    consumer.handles(MoreInformationProvided)(receive_answers)
+
+
+def register_panel(consumer: Consumer) -> None:
+    """The panel's decisions, which the referring agency hears about from us."""
+    for decision in (ReferralAccepted, ReferralDeclined, MoreInformationRequested, ReferralReconsidered):
+        consumer.handles(decision)(record_panel_decision)
 
 
 async def publish(session: AsyncSession, cause: Envelope, event: Event, *, topic: str, subject: str) -> None:
@@ -472,6 +490,69 @@ async def _agencys_referral(
             "refused", [{"field": "agency_referral_id", "problem": "no referral with this id from this agency"}]
         )
     return row
+
+
+# The panel ---------------------------------------------------------------------------------------------------------
+
+
+async def record_panel_decision(session: AsyncSession, envelope: Envelope) -> None:
+    decision = envelope.event
+    assert isinstance(decision, ReferralAccepted | ReferralDeclined | MoreInformationRequested | ReferralReconsidered)
+    row = await storage.referral(session, referral_id=decision.referral_id, for_update=True)
+    if row is None:
+        raise PermanentError("the panel decided on a referral this service never issued")
+    details: dict[str, Any] = {}
+    match decision:
+        case ReferralAccepted():
+            status = after_panel(ReferralStatus(row.status), "accepted")
+        case ReferralDeclined():
+            status = after_panel(ReferralStatus(row.status), "declined")
+            details["recommendations"] = decision.recommendations_to_referrer
+        case MoreInformationRequested():
+            status = after_panel(ReferralStatus(row.status), "more_information")
+            details["questions"] = decision.questions
+        case ReferralReconsidered():
+            status = after_panel(ReferralStatus(row.status), "reconsidered")
+    if status == row.status:
+        return
+    await storage.set_status(session, referral_id=row.referral_id, status=status)
+    await tell_agency(
+        session,
+        envelope,
+        row.agency,
+        row.agency_referral_id,
+        outcome_of(status),
+        referral_id=row.referral_id,
+        child_id=row.child_id,
+        **details,
+    )
+
+
+async def receive_answers(session: AsyncSession, envelope: Envelope) -> None:
+    answered = envelope.event
+    assert isinstance(answered, MoreInformationProvided)
+    row = await _agencys_referral(session, envelope, answered.agency, answered.agency_referral_id)
+    if row.status != ReferralStatus.MORE_INFORMATION_NEEDED:
+        raise InvalidInput(
+            "answers refused",
+            [{"field": "agency_referral_id", "problem": "the panel has not asked for more information"}],
+        )
+    await record_access(
+        session,
+        principal=agency_system(answered.agency),
+        action="more information provided",
+        child_id=row.child_id,
+        purpose="panel review",
+    )
+    provided_at = await storage.add_answers(session, referral_id=row.referral_id, given=answered.answers)
+    await storage.set_status(session, referral_id=row.referral_id, status=ReferralStatus.RECEIVED)
+    await publish(
+        session,
+        envelope,
+        ReferralInformationProvided(referral_id=row.referral_id, child_id=row.child_id, provided_at=provided_at),
+        topic=STREAM,
+        subject=row.child_id,
+    )
 
 
 # Rejections ----------------------------------------------------------------------------------------------------------

@@ -108,6 +108,15 @@ named_siblings = Table(
 Index("named_siblings_by_name", named_siblings.c.name_key)
 Index("named_siblings_by_nhi", named_siblings.c.nhi)
 
+# The referrer's answers to the panel's questions, kept with the referral (they are free text: they stay here).
+answers = Table(
+    "referral_answers",
+    metadata,
+    Column("referral_id", Text, primary_key=True),
+    Column("provided_at", DateTime(timezone=True), primary_key=True, server_default=func.now()),
+    Column("answers", JSONB, nullable=False),
+)
+
 consents = Table(
     "consents",
     metadata,
@@ -271,6 +280,15 @@ async def set_status(session: AsyncSession, *, referral_id: str, status: Referra
     await session.execute(
         update(referrals).where(referrals.c.referral_id == referral_id).values(status=status, updated_at=func.now())
     )
+
+
+async def add_answers(session: AsyncSession, *, referral_id: str, given: list[str]) -> datetime:
+    provided_at: datetime = (
+        await session.execute(
+            answers.insert().values(referral_id=referral_id, answers=given).returning(answers.c.provided_at)
+        )
+    ).scalar_one()
+    return provided_at
 
 
 # Consent -----------------------------------------------------------------------------------------------------------

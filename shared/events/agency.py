@@ -161,6 +161,15 @@ class ConsentChanged(Event):
     withdraw_all_sharing: bool = False
 
 
+@event_type("nz.childrensteams.agency.more_information_provided.v1")
+class MoreInformationProvided(Event):
+    """The referrer's answer to the panel's questions."""
+
+    agency_referral_id: Annotated[str, Field(min_length=1, max_length=100)]
+    agency: AgencyCode
+    answers: Annotated[list[LongText], Field(min_length=1)]
+
+
 @event_type("nz.childrensteams.agency.referral_withdrawn.v1")
 class ReferralWithdrawnByAgency(Event):
     """The referring agency withdraws its referral (e.g. made in error, family moved away)."""

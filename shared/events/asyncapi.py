@@ -59,11 +59,12 @@ CHANNELS_BY_TYPE_PREFIX: Final[Mapping[str, str | tuple[tuple[str, str], ...]]] 
     "nz.childrensteams.agency.": (
         ("referral", "agency.referrals.in"),
         ("consent", "agency.referrals.in"),
+        ("information", "agency.referrals.in"),
         ("concern", "agency.concerns.in"),
     ),
     "nz.childrensteams.referral.outcome.": "agency.outcomes.out",
     "nz.childrensteams.backbone.": "backbone.probe",
-    # Concerns a service raises for the hub (today: the referral service, on an immediate-danger referral).
+    # Concerns a service raises for the hub (referral on an immediate-danger referral, panel on a risky decline).
     "nz.childrensteams.concern.": "concerns.raised",
 }
 

@@ -76,3 +76,23 @@ class Gender(StrEnum):
     NON_BINARY = "non_binary"
     OTHER = "other"
     NOT_STATED = "not_stated"
+
+
+class Recommendation(StrEnum):
+    """What the panel recommends: to a referrer, where to go instead; to a lead professional, what to put in place."""
+
+    UNIVERSAL_SERVICES = "universal_services"
+    GP_ENROLMENT = "gp_enrolment"
+    SCHOOL_ENGAGEMENT = "school_engagement"
+    EARLY_CHILDHOOD_EDUCATION = "early_childhood_education"
+    PARENTING_PROGRAMME = "parenting_programme"
+    FAMILY_VIOLENCE_SERVICE = "family_violence_service"
+    CHILD_MENTAL_HEALTH_SERVICE = "child_mental_health_service"
+    ADULT_MENTAL_HEALTH_SERVICE = "adult_mental_health_service"
+    ALCOHOL_AND_DRUG_SERVICE = "alcohol_and_drug_service"
+    HOUSING_SUPPORT = "housing_support"
+    INCOME_SUPPORT = "income_support"
+    KAUPAPA_MAORI_SERVICE = "kaupapa_maori_service"
+    SPECIALIST_ASSESSMENT = "specialist_assessment"
+    STATUTORY_REFERRAL = "statutory_referral"
+    OTHER_AGENCY = "other_agency"

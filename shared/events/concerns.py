@@ -18,11 +18,12 @@ class ConcernRaised(Event):
     child_id: str
     raised_by: str  # the service, e.g. "referral"
     agency: str
-    reporter_name: str
-    reporter_phone: str | None
-    child_name: str
-    child_date_of_birth: str
-    child_location: str | None
+    # Known to a raiser that took the concern from a person (referral intake); otherwise the hub looks the child up.
+    reporter_name: str | None = None
+    reporter_phone: str | None = None
+    child_name: str | None = None
+    child_date_of_birth: str | None = None
+    child_location: str | None = None
     categories: list[ConcernCategory]
     immediate_danger: bool
     details: str

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.catalogue import Event, event_type
-from shared.events.codes import NeedDomain, Participation, ReasonCode, SharingPurpose
+from shared.events.codes import NeedDomain, Participation, ReasonCode, Recommendation, SharingPurpose
 
 
 class Problem(BaseModel):
@@ -57,7 +57,8 @@ class ReferralOutcome(Event):
     referral_id: str | None = None
     child_id: str | None = None
     problems: list[Problem] = []
-    recommendations: list[str] = []
+    recommendations: list[Recommendation] = []
+    questions: list[str] = Field(default=[], description="the panel's questions when more information is needed")
     resent: bool = Field(default=False, description="true when this repeats the current outcome for a resubmission")
 
 
@@ -100,6 +101,15 @@ class ReferralWithdrawn(Event):
     referral_id: str
     child_id: str
     reason: str
+
+
+@event_type("nz.childrensteams.referral.information_provided.v1")
+class ReferralInformationProvided(Event):
+    """The referrer answered the panel's questions: the referral goes back to the panel."""
+
+    referral_id: str
+    child_id: str
+    provided_at: datetime
 
 
 @event_type("nz.childrensteams.referral.consent_recorded.v1")

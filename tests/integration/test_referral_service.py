@@ -12,8 +12,6 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from deploy.local import database_url
-from services.referral.app import Settings, create_app
 from shared.events.agency import ConsentChanged
 from shared.events.concerns import ConcernRaised
 from shared.events.referral import (
@@ -29,30 +27,17 @@ from shared.events.referral import (
 )
 from shared.messaging.consumer import H_ERROR_MESSAGE
 from shared.security import issue_token
-from shared.service import Runtime, running, runtime_of
-from tests.conftest import ROOT
+from shared.service import Runtime
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.referrals import make_referral
+from tests.support.services import RunningService
 
 INGRESS, STREAM, OUTCOMES, CONCERNS = "agency.referrals.in", "referral.events", "agency.outcomes.out", "concerns.raised"
 
 
 @pytest.fixture(scope="module")
-async def service(kafka_bootstrap: str) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    settings = Settings(
-        database_url=database_url("referral"),
-        kafka_bootstrap=kafka_bootstrap,
-        auth_public_key_file=str(ROOT / ".local" / "keys" / "dev-issuer.pub.pem"),
-        retry_base_seconds=0.2,
-        relay_idle_seconds=0.2,
-    )
-    app = create_app(settings)
-    runtime = runtime_of(app)
-    async with (
-        running(runtime),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://referral") as client,
-    ):
-        yield runtime, client
+def service(referral_service: RunningService) -> tuple[Runtime, httpx.AsyncClient]:
+    return referral_service.runtime, referral_service.api
 
 
 @pytest.fixture
