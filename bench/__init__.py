@@ -1,0 +1,1 @@
+"""Benchmarks of the messaging backbone against the real local stack (`make bench`); results go to bench/results/."""
