@@ -67,13 +67,34 @@ for port in "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ZIPKIN_PORT"; do
 done
 
 DATA_DIR=$LOCAL_DIR/$STACK
-PGDATA_DIR=$DATA_DIR/pgdata
 KAFKA_DATA=$DATA_DIR/kafka-data
 KAFKA_LOG_DIRS=$KAFKA_DATA/log-dirs   # Kafka's log.dirs: partitions and the KRaft metadata log
 LOG_DIR=$DATA_DIR/logs
 RUN_DIR=$DATA_DIR/run
-# Owned by the postgres user and mode 700: that is what keeps "trust" on the socket local to us.
-PG_SOCKET_DIR=$RUN_DIR/pg
+
+# Every folder from / down to the repository lets others through?
+others_can_reach() {
+  local dir=$1
+  while [[ $dir != / ]]; do
+    [[ -n $(find "$dir" -maxdepth 0 -perm -o+x 2>/dev/null) ]] || return 1
+    dir=$(dirname "$dir")
+  done
+}
+
+# As root, PostgreSQL runs as the postgres user, which must reach its folders. A clone under a private folder
+# (mktemp -d makes mode 700) is out of its reach: then its folders live under its own home, one set per clone.
+if [[ $EUID -eq 0 ]] && ! others_can_reach "$ROOT"; then
+  PG_HOME=/var/lib/postgresql/childrens-teams/$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)/$STACK
+  PGDATA_DIR=$PG_HOME/pgdata
+  PG_SOCKET_DIR=$PG_HOME/socket
+  PG_LOG=$PG_HOME/postgresql.log
+else
+  PG_HOME=""
+  PGDATA_DIR=$DATA_DIR/pgdata
+  # Owned by the postgres user and mode 700: that is what keeps "trust" on the socket local to us.
+  PG_SOCKET_DIR=$RUN_DIR/pg
+  PG_LOG=$LOG_DIR/postgresql.log
+fi
 
 DB_NAME=childrensteams
 SERVICES=(referral panel assignment plans hub)
@@ -257,12 +278,13 @@ pg_admin_psql() {
 
 pg_prepare_folders() {
   mkdir -p "$DATA_DIR" "$LOG_DIR" "$RUN_DIR" "$PG_SOCKET_DIR" "$PGDATA_DIR"
-  touch "$LOG_DIR/postgresql.log"
+  touch "$PG_LOG"
   chmod 700 "$PG_SOCKET_DIR" "$PGDATA_DIR"
   if is_root; then
-    chown postgres: "$PG_SOCKET_DIR" "$PGDATA_DIR" "$LOG_DIR/postgresql.log"
-    if ! runuser -u postgres -- test -x "$DATA_DIR"; then
-      die "the postgres user cannot reach $DATA_DIR: every folder above it needs o+x (e.g. chmod o+x on the repository's parents)"
+    [[ -n $PG_HOME ]] && chown postgres: "$PG_HOME"
+    chown postgres: "$PG_SOCKET_DIR" "$PGDATA_DIR" "$PG_LOG"
+    if ! runuser -u postgres -- test -x "$PGDATA_DIR"; then
+      die "the postgres user cannot reach $PGDATA_DIR: every folder above it needs o+x"
     fi
   fi
   # The kernel limits a unix socket path to 107 bytes.
@@ -298,8 +320,8 @@ port = $PG_PORT
 unix_socket_directories = '$PG_SOCKET_DIR'
 EOF
     log "PostgreSQL: starting on 127.0.0.1:$PG_PORT"
-    as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_DIR/postgresql.log" -w -t 60 start >/dev/null 8>&- \
-      || fail_with_log "PostgreSQL did not start" "$LOG_DIR/postgresql.log"
+    as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t 60 start >/dev/null 8>&- \
+      || fail_with_log "PostgreSQL did not start" "$PG_LOG"
   fi
   head -n 1 "$PGDATA_DIR/postmaster.pid" >"$RUN_DIR/postgres.pid"
 
@@ -309,7 +331,7 @@ EOF
     sleep 0.5
   done
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" \
-    || fail_with_log "PostgreSQL does not answer on 127.0.0.1:$PG_PORT" "$LOG_DIR/postgresql.log"
+    || fail_with_log "PostgreSQL does not answer on 127.0.0.1:$PG_PORT" "$PG_LOG"
 
   pg_provision
   log "PostgreSQL: ready, database $DB_NAME with roles/schemas ${SERVICES[*]} and ctp_admin"
@@ -558,6 +580,10 @@ cmd_clean() {
   cmd_stop
   log "Removing $DATA_DIR"
   rm -rf -- "$DATA_DIR"
+  if [[ -n $PG_HOME ]]; then
+    log "Removing $PG_HOME"
+    rm -rf -- "$PG_HOME"
+  fi
 }
 
 # One command at a time per stack (say a test fixture and a developer both run 'start').
