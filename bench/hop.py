@@ -52,6 +52,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -113,8 +114,6 @@ def setup_telemetry(service: str, engine: AsyncEngine | None, bare: bool) -> Non
     """What `create_service` does to every service process, unless --bare."""
     if bare:
         return
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
     setup_tracing(service)
     if engine is not None:
@@ -597,6 +596,15 @@ def stage_breakdown(
     return {name: latency_ms(values) for name, values in sorted(stages.items())}
 
 
+@dataclass
+class Hop:
+    """The pieces of one platform hop under measurement."""
+
+    writer: Writer
+    relay: TimedRelay
+    consumer: ConsumerProcess
+
+
 async def measure_hop(
     stack: Stack, topic: str, *, per_second: float, seconds: float, flat: int, profile: bool, bare: bool
 ) -> dict[str, Any]:
@@ -605,7 +613,6 @@ async def measure_hop(
     await prepare_schema(engine)
     setup_telemetry(f"{SCHEMA}-relay", engine, bare)
     sessions = make_sessions(engine)
-    writer = Writer(sessions, topic)
     relay = TimedRelay(
         service=SCHEMA,
         sessions=sessions,
@@ -614,80 +621,91 @@ async def measure_hop(
         batch_size=settings.relay_batch_size,
         idle_seconds=settings.relay_idle_seconds,
     )
-    group = f"{topic}.consumer"
     consumer = await ConsumerProcess.start(
-        topic, group, profile=RESULTS / "hop-consumer.prof" if profile else None, bare=bare
+        topic, f"{topic}.consumer", profile=RESULTS / "hop-consumer.prof" if profile else None, bare=bare
     )
+    hop = Hop(Writer(sessions, topic), relay, consumer)
     profiler = cProfile.Profile() if profile else None
     try:
         await relay.broker.start()
-        async with relaying(relay):
-            await writer.steady("warmup", WARMUP_EVENTS, per_second=50)
-            if not await consumer.wait_for("warmup", WARMUP_EVENTS):
-                raise RuntimeError("the consumer process handled nothing: see its errors above")
-
-            if profiler:
-                profiler.enable()
-            count = int(per_second * seconds)
-            cpu = CpuMeter("writer_relay_process", consumer.process.pid)
-            await writer.steady("steady", count, per_second)
-            steady_complete = await consumer.wait_for("steady", count)
-            steady_cores_busy = cpu.stop()
-        keys = [("steady", seq) for seq in range(count)]
-        latency = latency_ms([consumer.committed[k] - writer.began[k] for k in keys if k in consumer.committed])
-        steady = {
-            "rate_per_s": per_second,
-            "seconds": seconds,
-            "complete": steady_complete,
-            "latency_ms": latency,
-            "stages_ms": stage_breakdown(keys, writer, relay, consumer),
-            "relay_batch_mean": round(sum(relay.batch_sizes) / max(1, len(relay.batch_sizes)), 1),
-            "cores_busy": steady_cores_busy,
-            "cpu_ms_per_event": cpu_ms_per_event(steady_cores_busy, per_second),
-        }
-        print(f"  hop at {per_second:.0f}/s: p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms", flush=True)
-
-        relay.batch_sizes.clear()
-        batches_before = len(consumer.batches)
-        written = time.monotonic()
-        await writer.backlog("flat", flat)
-        print(f"  {flat:,} events written to the outbox in {time.monotonic() - written:.1f} s; releasing", flush=True)
-        released = time.monotonic()
-        cpu = CpuMeter("writer_relay_process", consumer.process.pid)
-        async with relaying(relay):
-            flat_complete = await consumer.wait_for("flat", flat)
-        cores_busy = cpu.stop()
+        if profiler:
+            profiler.enable()
+        steady = await hop_steady(hop, per_second=per_second, seconds=seconds)
+        throughput = await hop_flat_out(hop, flat)
         if profiler:
             profiler.disable()
-        keys = [("flat", seq) for seq in range(flat)]
-        ids = [writer.event_ids[k] for k in keys]
-        acked = [relay.acked[i] for i in ids if i in relay.acked]
-        committed = [consumer.committed[k] for k in keys if k in consumer.committed]
-        began = [consumer.began[k] for k in keys if k in consumer.began]
-        batches = consumer.batches[batches_before:]
-        consuming = max(committed, default=0) - min(began, default=0)
-        in_transactions = sum(b.committed - b.began for b in batches)
-        throughput = {
-            "events": flat,
-            "complete": flat_complete,
-            "end_to_end_per_s": rate(len(committed), max(committed, default=released) - released),
-            "relay_per_s": rate(len(acked), max(acked, default=released) - released),
-            "consumer_per_s": rate(len(committed), consuming),
-            "relay_batch_mean": round(sum(relay.batch_sizes) / max(1, len(relay.batch_sizes)), 1),
-            "consumer_batch_mean": round(sum(b.size for b in batches) / max(1, len(batches)), 1),
-            # Of the consumer's time, how much its database transactions took (the rest: fetch, offsets, framework).
-            "consumer_transaction_share": round(in_transactions / consuming, 3) if consuming > 0 else 0.0,
-            "consumer_transaction_ms_per_event": round(1000 * in_transactions / max(1, len(committed)), 3),
-            "cores_busy": cores_busy,
-        }
-        print(f"  hop flat out: {throughput['end_to_end_per_s']:,.0f} events/s", flush=True)
+            profiler.dump_stats(RESULTS / "hop-relay.prof")
     finally:
         await consumer.stop()
         await relay.broker.stop()
         await engine.dispose()
-    if profiler:
-        profiler.dump_stats(RESULTS / "hop-relay.prof")
     return {"steady": steady, "throughput": throughput}
+
+
+async def hop_steady(hop: Hop, *, per_second: float, seconds: float) -> dict[str, Any]:
+    """Events at a steady rate, one transaction each, with the relay running: latency per event."""
+    count = int(per_second * seconds)
+    async with relaying(hop.relay):
+        # Warm up: the consumer's partitions assigned, connections opened, statements prepared.
+        await hop.writer.steady("warmup", WARMUP_EVENTS, per_second=50)
+        if not await hop.consumer.wait_for("warmup", WARMUP_EVENTS):
+            raise RuntimeError("the consumer process handled nothing: see its errors above")
+        hop.relay.batch_sizes.clear()
+        cpu = CpuMeter("writer_relay_process", hop.consumer.process.pid)
+        await hop.writer.steady("steady", count, per_second)
+        complete = await hop.consumer.wait_for("steady", count)
+        cores_busy = cpu.stop()
+    keys = [("steady", seq) for seq in range(count)]
+    committed = hop.consumer.committed
+    latency = latency_ms([committed[k] - hop.writer.began[k] for k in keys if k in committed])
+    print(f"  hop at {per_second:.0f}/s: p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms", flush=True)
+    return {
+        "rate_per_s": per_second,
+        "seconds": seconds,
+        "complete": complete,
+        "latency_ms": latency,
+        "stages_ms": stage_breakdown(keys, hop.writer, hop.relay, hop.consumer),
+        "relay_batch_mean": round(sum(hop.relay.batch_sizes) / max(1, len(hop.relay.batch_sizes)), 1),
+        "cores_busy": cores_busy,
+        "cpu_ms_per_event": cpu_ms_per_event(cores_busy, per_second),
+    }
+
+
+async def hop_flat_out(hop: Hop, count: int) -> dict[str, Any]:
+    """A backlog written into the outbox with the relay stopped, then released: events/s through one consumer."""
+    started = time.monotonic()
+    await hop.writer.backlog("flat", count)
+    print(f"  {count:,} events written to the outbox in {time.monotonic() - started:.1f} s; releasing", flush=True)
+    hop.relay.batch_sizes.clear()
+    batches_before = len(hop.consumer.batches)
+    released = time.monotonic()
+    cpu = CpuMeter("writer_relay_process", hop.consumer.process.pid)
+    async with relaying(hop.relay):
+        complete = await hop.consumer.wait_for("flat", count)
+    cores_busy = cpu.stop()
+
+    keys = [("flat", seq) for seq in range(count)]
+    acked = [hop.relay.acked[i] for i in (hop.writer.event_ids[k] for k in keys) if i in hop.relay.acked]
+    committed = [hop.consumer.committed[k] for k in keys if k in hop.consumer.committed]
+    began = [hop.consumer.began[k] for k in keys if k in hop.consumer.began]
+    batches = hop.consumer.batches[batches_before:]
+    consuming = max(committed, default=0) - min(began, default=0)
+    in_transactions = sum(b.committed - b.began for b in batches)
+    throughput = {
+        "events": count,
+        "complete": complete,
+        "end_to_end_per_s": rate(len(committed), max(committed, default=released) - released),
+        "relay_per_s": rate(len(acked), max(acked, default=released) - released),
+        "consumer_per_s": rate(len(committed), consuming),
+        "relay_batch_mean": round(sum(hop.relay.batch_sizes) / max(1, len(hop.relay.batch_sizes)), 1),
+        "consumer_batch_mean": round(sum(b.size for b in batches) / max(1, len(batches)), 1),
+        # Of the consumer's time, how much its database transactions took (the rest: fetch, offsets, framework).
+        "consumer_transaction_share": round(in_transactions / consuming, 3) if consuming > 0 else 0.0,
+        "consumer_transaction_ms_per_event": round(1000 * in_transactions / max(1, len(committed)), 3),
+        "cores_busy": cores_busy,
+    }
+    print(f"  hop flat out: {throughput['end_to_end_per_s']:,.0f} events/s", flush=True)
+    return throughput
 
 
 # ------------------------------------------------------------------------------------------------ report

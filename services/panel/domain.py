@@ -1,52 +1,16 @@
-"""Panel rules, free of I/O: response windows in NZ working days, urgency, and which decisions a review allows."""
+"""Panel rules, free of I/O: urgency, and which decisions a review allows (working days: shared.workdays)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
 
-import holidays
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.events.codes import ConcernCategory, NeedDomain, ReasonCode, Recommendation
 from shared.events.panel import DeclineReason, PlanReviewOutcome
-
-NZ = ZoneInfo("Pacific/Auckland")
-
-
-# Working days ---------------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=32)
-def _public_holidays(year: int) -> frozenset[date]:
-    return frozenset(holidays.country_holidays("NZ", years=year))
-
-
-def is_working_day(day: date) -> bool:
-    """Monday to Friday, not a national public holiday (observed days included, Matariki included)."""
-    return day.weekday() < 5 and day not in _public_holidays(day.year)
-
-
-def add_working_days(start: datetime, days: int) -> datetime:
-    """The end (23:59:59 NZ time) of the `days`-th working day after the NZ calendar day of `start`.
-
-    A referral that arrives on a Friday evening with a one-working-day window is due by the end of Monday
-    (Tuesday when Monday is a public holiday).
-    """
-    if days < 1:
-        raise ValueError("a response window is at least one working day")
-    day = start.astimezone(NZ).date()
-    counted = 0
-    while counted < days:
-        day += timedelta(days=1)
-        if is_working_day(day):
-            counted += 1
-    return datetime.combine(day, time(23, 59, 59), tzinfo=NZ)
-
 
 # Urgency --------------------------------------------------------------------------------------------------------
 

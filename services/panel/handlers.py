@@ -12,7 +12,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.panel import storage
-from services.panel.domain import ReviewStatus, add_working_days, information_arrived, urgency
+from services.panel.domain import ReviewStatus, information_arrived, urgency
 from shared.events import Event
 from shared.events.panel import ReviewOverdue
 from shared.events.plans import PlanSubmittedForReview
@@ -21,6 +21,7 @@ from shared.messaging.consumer import Consumer
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import add_to_outbox
 from shared.timers import Timer, cancel, schedule
+from shared.workdays import add_working_days
 
 SOURCE = "/services/panel"
 STREAM = "panel.events"

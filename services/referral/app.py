@@ -21,8 +21,8 @@ SUBSCRIPTIONS = [
         handlers=handlers.register,
         reject=handlers.reject_submission,
     ),
-    # The panel's decisions: the referral's state, and the referrer's outcome.
-    Subscription(consumer="panel-decisions", topics=[handlers.PANEL_STREAM], handlers=handlers.register_panel),
+    # The panel's decisions and the lead's assignment: the referral's state, and the referrer's outcome.
+    Subscription(consumer="decisions", topics=handlers.DECISIONS, handlers=handlers.register_decisions),
 ]
 
 

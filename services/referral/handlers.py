@@ -42,6 +42,7 @@ from shared.events.agency import (
     ReferralSubmitted,
     ReferralWithdrawnByAgency,
 )
+from shared.events.assignment import LeadAssigned
 from shared.events.concerns import ConcernRaised
 from shared.events.panel import MoreInformationRequested, ReferralAccepted, ReferralDeclined, ReferralReconsidered
 from shared.events.referral import (
@@ -68,7 +69,7 @@ from shared.security import Principal
 SOURCE = "/services/referral"
 INGRESS = "agency.referrals.in"
 STREAM = "referral.events"
-PANEL_STREAM = "panel.events"
+DECISIONS = ["panel.events", "assignment.events"]
 OUTCOMES = "agency.outcomes.out"
 CONCERNS = "concerns.raised"
 
@@ -81,10 +82,11 @@ def register(consumer: Consumer) -> None:
     consumer.handles(MoreInformationProvided)(receive_answers)
 
 
-def register_panel(consumer: Consumer) -> None:
-    """The panel's decisions, which the referring agency hears about from us."""
+def register_decisions(consumer: Consumer) -> None:
+    """The panel's decisions and the lead's assignment, which the referring agency hears about from us."""
     for decision in (ReferralAccepted, ReferralDeclined, MoreInformationRequested, ReferralReconsidered):
         consumer.handles(decision)(record_panel_decision)
+    consumer.handles(LeadAssigned)(record_lead_assigned)
 
 
 async def publish(session: AsyncSession, cause: Envelope, event: Event, *, topic: str, subject: str) -> None:
@@ -185,6 +187,12 @@ async def receive_referral(session: AsyncSession, envelope: Envelope) -> None:
             participation=referral.consent.participation,
             sibling_group_id=group,
             family_preference=referral.preferred_practitioner is not None,
+            preferred_practitioner_id=referral.preferred_practitioner.practitioner_id
+            if referral.preferred_practitioner
+            else None,
+            involved_practitioner_ids=[p.id for p in referral.involved_practitioners],
+            locality=referral.child.locality,
+            iwi_affiliated=bool(referral.child.iwi),
         ),
         topic=STREAM,
         subject=child_id,
@@ -525,6 +533,26 @@ async def record_panel_decision(session: AsyncSession, envelope: Envelope) -> No
         referral_id=row.referral_id,
         child_id=row.child_id,
         **details,
+    )
+
+
+async def record_lead_assigned(session: AsyncSession, envelope: Envelope) -> None:
+    assigned = envelope.event
+    assert isinstance(assigned, LeadAssigned)
+    row = await storage.referral(session, referral_id=assigned.referral_id, for_update=True)
+    if row is None:
+        raise PermanentError("a lead was assigned for a referral this service never issued")
+    if row.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
+        return
+    await storage.set_status(session, referral_id=row.referral_id, status=ReferralStatus.LEAD_ASSIGNED)
+    await tell_agency(
+        session,
+        envelope,
+        row.agency,
+        row.agency_referral_id,
+        Outcome.LEAD_PROFESSIONAL_ASSIGNED,
+        referral_id=row.referral_id,
+        child_id=row.child_id,
     )
 
 

@@ -73,6 +73,12 @@ class ReferralReceived(Event):
     participation: Participation
     sibling_group_id: str
     family_preference: bool = Field(description="the family named a preferred practitioner")
+    preferred_practitioner_id: str | None = None
+    involved_practitioner_ids: list[str] = Field(
+        default=[], description="practitioners already working with the child or whānau (an existing relationship)"
+    )
+    locality: str | None = None
+    iwi_affiliated: bool = False
 
 
 @event_type("nz.childrensteams.referral.rejected.v1")

@@ -80,7 +80,7 @@ async def test_no_token_is_refused_with_401(api: httpx.AsyncClient) -> None:
                     "iss": "childrensteams-dev-issuer",
                     "aud": "childrensteams",
                     "iat": 0,
-                    "exp": time.time() + 60,
+                    "exp": time.time() + 3600,
                 },
                 PRIVATE,
                 algorithm="ES256",

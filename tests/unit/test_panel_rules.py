@@ -8,7 +8,6 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from services.panel.domain import (
-    NZ,
     Accept,
     AlreadyDecided,
     AskForMoreInformation,
@@ -16,13 +15,13 @@ from services.panel.domain import (
     Decline,
     ReviewStatus,
     Urgency,
-    add_working_days,
     decide,
     information_arrived,
     reconsider,
     urgency,
 )
 from shared.events.codes import ReasonCode
+from shared.workdays import NZ, add_working_days
 
 
 def nz(day: str, at: str = "10:00") -> datetime:
