@@ -32,6 +32,7 @@ KNOWN_AGENCIES: frozenset[str] = frozenset(
         "ngo-plunket",
         "iwi-provider",
         "childrens-team",
+        "childrens-hub",
     }
 )
 

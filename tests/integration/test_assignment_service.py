@@ -271,3 +271,43 @@ async def test_an_assignment_is_seen_only_with_a_relationship_and_refusals_are_a
             )
         ).all()
     assert list(actions) == ["read assignment refused", "read assignment"]
+
+
+async def test_a_reassignment_keeps_the_previous_lead_and_reason_and_frees_their_slot(
+    services: RunningService,
+    panel_service: RunningService,
+    agency: AgencySystem,
+    outcomes: TopicReader,
+    leads: TopicReader,
+) -> None:
+    leaving = await add_practitioner(services)
+    successor = await add_practitioner(services)
+    _, _, child_id = await refer_and_accept(
+        agency, outcomes, panel_service, involved_practitioners=involved(leaving, successor)
+    )
+    [first] = await leads.events(LeadProposed, lambda e: e.subject == child_id)
+    assert first.event.practitioner_id == leaving
+    confirm = f"/proposals/{first.event.proposal_id}/confirm"
+    assert (await services.api.post(confirm, headers=manager_of(leaving))).status_code == 200
+
+    request = {"reason": "lead_leaving", "note": "Moving to Wellington"}
+    not_theirs = await services.api.post(
+        f"/children/{child_id}/reassignment", json=request, headers=manager_of(successor)
+    )
+    assert not_theirs.status_code == 403
+    started = await services.api.post(f"/children/{child_id}/reassignment", json=request, headers=manager_of(leaving))
+    assert started.status_code == 202, started.text
+
+    proposals = await leads.events(LeadProposed, lambda e: e.subject == child_id, count=2)
+    assert proposals[1].event.practitioner_id == successor
+    confirm = f"/proposals/{proposals[1].event.proposal_id}/confirm"
+    assert (await services.api.post(confirm, headers=manager_of(successor))).status_code == 200
+    assigned = await leads.events(LeadAssigned, lambda e: e.subject == child_id, count=2)
+    latest = assigned[1].event
+    assert (latest.practitioner_id, latest.previous_practitioner_id, latest.reassignment_reason) == (
+        successor,
+        leaving,
+        "lead_leaving",
+    )
+    directory = {p["practitioner_id"]: p for p in (await services.api.get("/practitioners", headers=ADMIN)).json()}
+    assert (directory[leaving]["caseload"], directory[successor]["caseload"]) == (0, 1)
