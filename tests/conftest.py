@@ -213,3 +213,13 @@ async def assignment_service(kafka_bootstrap: str) -> AsyncIterator[RunningServi
         Settings, create_app, kafka_bootstrap=kafka_bootstrap, key_file=KEY_FILE, timer_lease_seconds=1
     ) as service:
         yield service
+
+
+@pytest.fixture(scope="module")
+async def plans_service(kafka_bootstrap: str) -> AsyncIterator[RunningService]:
+    from services.plans.app import Settings, create_app
+
+    async with run_service(
+        Settings, create_app, kafka_bootstrap=kafka_bootstrap, key_file=KEY_FILE, timer_lease_seconds=1
+    ) as service:
+        yield service

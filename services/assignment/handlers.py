@@ -20,6 +20,7 @@ from shared.events import Event
 from shared.events.assignment import LeadAssigned, LeadDeclined, LeadProposed, NoLeadAvailable
 from shared.events.codes import NeedDomain
 from shared.events.panel import ReferralAccepted
+from shared.events.plans import CaseClosed
 from shared.events.referral import (
     ConsentRecorded,
     ConsentUpdated,
@@ -36,7 +37,7 @@ from shared.workdays import add_working_days
 
 SOURCE = "/services/assignment"
 STREAM = "assignment.events"
-HEARS = ["referral.events", "panel.events"]
+HEARS = ["referral.events", "panel.events", "plans.events"]
 PROPOSAL_DEADLINE = "proposal_deadline"
 
 
@@ -62,6 +63,7 @@ class Matcher:
         consumer.handles(SiblingGroupChanged)(self.note_siblings)
         consumer.handles(ReferralAccepted)(self.note_acceptance)
         consumer.handles(ReferralWithdrawn)(self.note_withdrawal)
+        consumer.handles(CaseClosed)(self.note_case_closed)
 
     @property
     def timers(self) -> dict[str, Any]:
@@ -117,6 +119,16 @@ class Matcher:
                 session, proposal_id=open_proposal.proposal_id, status="ended", reason="withdrawn"
             )
             await cancel(session, kind=PROPOSAL_DEADLINE, key=open_proposal.proposal_id)
+
+    async def note_case_closed(self, session: AsyncSession, envelope: Envelope) -> None:
+        """The case ended: the lead's slot is free again."""
+        closed = envelope.event
+        assert isinstance(closed, CaseClosed)
+        child = await storage.child(session, child_id=closed.child_id)
+        if child is None or child.lead_practitioner_id is None:
+            return
+        await storage.release_slot(session, practitioner_id=child.lead_practitioner_id)
+        await storage.set_child(session, child_id=closed.child_id, lead_practitioner_id=None, lead_manager_id=None)
 
     # Matching ----------------------------------------------------------------------------------------------------
 

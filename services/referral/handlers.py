@@ -45,6 +45,7 @@ from shared.events.agency import (
 from shared.events.assignment import LeadAssigned
 from shared.events.concerns import ConcernRaised
 from shared.events.panel import MoreInformationRequested, ReferralAccepted, ReferralDeclined, ReferralReconsidered
+from shared.events.plans import CaseClosed
 from shared.events.referral import (
     ConsentRecorded,
     ConsentUpdated,
@@ -69,7 +70,7 @@ from shared.security import Principal
 SOURCE = "/services/referral"
 INGRESS = "agency.referrals.in"
 STREAM = "referral.events"
-DECISIONS = ["panel.events", "assignment.events"]
+DECISIONS = ["panel.events", "assignment.events", "plans.events"]
 OUTCOMES = "agency.outcomes.out"
 CONCERNS = "concerns.raised"
 
@@ -87,6 +88,7 @@ def register_decisions(consumer: Consumer) -> None:
     for decision in (ReferralAccepted, ReferralDeclined, MoreInformationRequested, ReferralReconsidered):
         consumer.handles(decision)(record_panel_decision)
     consumer.handles(LeadAssigned)(record_lead_assigned)
+    consumer.handles(CaseClosed)(record_case_closed)
 
 
 async def publish(session: AsyncSession, cause: Envelope, event: Event, *, topic: str, subject: str) -> None:
@@ -551,6 +553,26 @@ async def record_lead_assigned(session: AsyncSession, envelope: Envelope) -> Non
         row.agency,
         row.agency_referral_id,
         Outcome.LEAD_PROFESSIONAL_ASSIGNED,
+        referral_id=row.referral_id,
+        child_id=row.child_id,
+    )
+
+
+async def record_case_closed(session: AsyncSession, envelope: Envelope) -> None:
+    closed = envelope.event
+    assert isinstance(closed, CaseClosed)
+    row = await storage.referral(session, referral_id=closed.referral_id, for_update=True)
+    if row is None:
+        raise PermanentError("a case closed for a referral this service never issued")
+    if row.status == ReferralStatus.CLOSED:
+        return
+    await storage.set_status(session, referral_id=row.referral_id, status=ReferralStatus.CLOSED)
+    await tell_agency(
+        session,
+        envelope,
+        row.agency,
+        row.agency_referral_id,
+        Outcome.CASE_CLOSED,
         referral_id=row.referral_id,
         child_id=row.child_id,
     )
