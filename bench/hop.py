@@ -1,6 +1,6 @@
 """What one hop through the platform costs, compared with raw Kafka on the same broker.
 
-    python -m bench.hop [--seconds 15] [--rate 200] [--flat-events 20000] [--profile] [--bare]
+    python -m bench.hop [--rate 200] [--seconds 15] [--raw-seconds 10] [--flat-events 20000] [--profile] [--bare]
 
 One run measures, on fresh `bench.*` topics and a fresh `bench` schema:
 
@@ -17,8 +17,10 @@ One run measures, on fresh `bench.*` topics and a fresh `bench` schema:
    then flat out: events pre-written into the outbox with the relay stopped, then released at once.
 
 It prints both, the ratios and the goals (hop p99 <= 5x raw p99; >= 1,000 events/s through one consumer), and
-writes every figure to bench/results/hop.json. Latency is also split into stages (write, relay pick-up, publish,
-transit, consumer batch) to show where time goes; `--profile` adds cProfile of the relay and consumer processes.
+writes every figure to bench/results/hop.json. To show where time goes, latency is also split into stages (write,
+relay pick-up, publish, transit, consumer batch), and CPU is read from /proc for each process during each phase
+(CPU per event; how busy the machine was, including with other people's work); `--profile` adds cProfile of the
+writer/relay and consumer processes (bench/results/*.prof).
 
 Both processes set up telemetry as a service does (OpenTelemetry SDK, SQLAlchemy instrumentation; the exporter is
 OTEL_TRACES_EXPORTER, `none` unless set); `--bare` leaves it out to show what it costs.

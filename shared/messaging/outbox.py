@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract, inject
 from prometheus_client import Gauge
-from sqlalchemy import func, text, update
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,11 +34,15 @@ _CLAIM = text(
         SELECT bucket FROM (SELECT DISTINCT bucket FROM outbox WHERE sent_at IS NULL) pending
         WHERE pg_try_advisory_xact_lock(:space, bucket)
     )
-    SELECT id, topic, key, headers, body FROM outbox
-    WHERE sent_at IS NULL AND bucket IN (SELECT bucket FROM mine)
-    ORDER BY id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    , claimed AS (
+        SELECT id FROM outbox
+        WHERE sent_at IS NULL AND bucket IN (SELECT bucket FROM mine)
+        ORDER BY id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outbox SET sent_at = now() WHERE id IN (SELECT id FROM claimed)
+    RETURNING id, topic, key, headers, body
     """
 )
 
@@ -108,7 +112,9 @@ class OutboxRelay:
                     log.warning("outbox relay failed (%s); retrying in %.1fs", type(error).__name__, delay)
                     await asyncio.sleep(delay)
                     continue
-                if published == 0:
+                if published < self.batch_size:
+                    # Caught up: a pass right away would most likely find nothing. Rows committed meanwhile have
+                    # already set the wake-up (it is cleared before the pass), so nothing waits for the idle timer.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.idle_seconds)
         finally:
@@ -120,13 +126,10 @@ class OutboxRelay:
         """One pass: lock every bucket with unsent rows that no other relay holds, publish their oldest rows in
         order, mark them sent, all in one transaction. Returns how many rows this instance published."""
         async with self.sessions() as session, session.begin():
-            rows = (await session.execute(_CLAIM, {"space": self._lock_space, "limit": self.batch_size})).all()
-            if not rows:
-                return 0
-            await self._publish(rows)
-            await session.execute(
-                update(outbox).where(outbox.c.id.in_([row.id for row in rows])).values(sent_at=func.now())
-            )
+            claimed = await session.execute(_CLAIM, {"space": self._lock_space, "limit": self.batch_size})
+            rows = sorted(claimed.all(), key=lambda row: row.id)  # RETURNING has no order; a key's events need theirs
+            if rows:
+                await self._publish(rows)  # raises, rolling the marks back, unless Kafka acknowledged every row
         return len(rows)
 
     async def _publish(self, rows: Sequence[Any]) -> None:
