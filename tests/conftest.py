@@ -22,6 +22,7 @@ from shared.messaging.outbox import add_to_outbox
 from shared.messaging.topics import dlq_topic, retry_topic
 from shared.migrations import create_backbone
 from tests.support import probe
+from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.services import RunningService, run_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,3 +224,17 @@ async def plans_service(kafka_bootstrap: str) -> AsyncIterator[RunningService]:
         Settings, create_app, kafka_bootstrap=kafka_bootstrap, key_file=KEY_FILE, timer_lease_seconds=1
     ) as service:
         yield service
+
+
+@pytest.fixture
+async def agency(kafka_bootstrap: str) -> AsyncIterator[AgencySystem]:
+    """Plays an agency's system on the real broker."""
+    async with AgencySystem(kafka_bootstrap) as system:
+        yield system
+
+
+@pytest.fixture
+async def outcomes(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
+    """What agencies read: outcomes of their referrals, from the moment the test starts."""
+    async with TopicReader(kafka_bootstrap, "agency.outcomes.out") as reader:
+        yield reader

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Request, status
+from fastapi import APIRouter, Body, Header, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,8 +27,7 @@ from services.panel.domain import (
     reconsider,
 )
 from services.panel.handlers import CONCERNS, REVIEW_OVERDUE, publish
-from shared.audit import record_access
-from shared.db import transaction
+from shared.access import Refused, audited, in_transaction
 from shared.events.concerns import ConcernRaised
 from shared.events.panel import (
     MoreInformationRequested,
@@ -80,16 +79,31 @@ class Reconsideration(BaseModel):
     reason: Annotated[str, Field(min_length=3, max_length=2000)]
 
 
-async def _allowed(session: AsyncSession, principal: Principal, roles: tuple[str, ...], **audit: Any) -> bool:
-    """Check the caller's role and write the audit row either way (refusals are worth knowing about)."""
-    allowed = principal.has_role(*roles)
-    action = audit.pop("action")
-    await record_access(session, principal=principal, action=action if allowed else f"{action} refused", **audit)
-    return allowed
-
-
-def _refuse(roles: tuple[str, ...]) -> HTTPException:
-    return HTTPException(status.HTTP_403_FORBIDDEN, f"this needs one of the roles: {', '.join(roles)}")
+async def _review(
+    session: AsyncSession,
+    principal: Principal,
+    referral_id: str,
+    *,
+    action: str,
+    roles: tuple[str, ...] = PANEL,
+    purpose: str = "panel review",
+    **detail: Any,
+) -> Any:
+    """The review, if this person's role allows the action; the audit row records the attempt either way."""
+    row = await storage.review(session, referral_id=referral_id, for_update=True)
+    await audited(
+        session,
+        principal,
+        allowed=principal.has_role(*roles),
+        action=action,
+        purpose=purpose,
+        child_id=row.child_id if row else None,
+        why=f"this needs one of the roles: {', '.join(roles)}",
+        detail={"referral_id": referral_id, **detail},
+    )
+    if row is None:
+        raise Refused("no such referral in review", status.HTTP_404_NOT_FOUND)
+    return row
 
 
 def _item(row: Any) -> dict[str, Any]:
@@ -111,44 +125,38 @@ async def read_queue(
     request: Request, principal: CurrentPrincipal, purpose: Purpose = "panel review"
 ) -> list[QueueItem]:
     """Referrals waiting for a decision: high urgency first, then the earliest due."""
-    async with transaction(runtime_of(request.app).sessions) as session:
-        if not await _allowed(session, principal, PANEL, action="read review queue", child_id=None, purpose=purpose):
-            rows = None
-        else:
-            rows = await storage.queue(session)
-    if rows is None:
-        raise _refuse(PANEL)
-    return [QueueItem(**_item(row)) for row in rows]
+
+    async def work(session: AsyncSession) -> list[QueueItem]:
+        await audited(
+            session,
+            principal,
+            allowed=principal.has_role(*PANEL),
+            action="read review queue",
+            purpose=purpose,
+            why=f"this needs one of the roles: {', '.join(PANEL)}",
+        )
+        return [QueueItem(**_item(row)) for row in await storage.queue(session)]
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.get("/reviews/{referral_id}", response_model=ReviewView, responses={403: {}, 404: {}})
 async def read_review(
     referral_id: str, request: Request, principal: CurrentPrincipal, purpose: Purpose = "panel review"
 ) -> ReviewView:
-    async with transaction(runtime_of(request.app).sessions) as session:
-        row = await storage.review(session, referral_id=referral_id)
-        allowed = await _allowed(
-            session,
-            principal,
-            PANEL,
-            action="read referral summary",
-            child_id=row.child_id if row else None,
-            purpose=purpose,
-            detail={"referral_id": referral_id},
+    async def work(session: AsyncSession) -> ReviewView:
+        row = await _review(session, principal, referral_id, action="read referral summary", purpose=purpose)
+        history = await storage.decisions_of(session, referral_id=referral_id)
+        return ReviewView(
+            **_item(row),
+            status=row.status,
+            received_at=row.received_at,
+            family_preference=row.family_preference,
+            sibling_group_id=row.sibling_group_id,
+            decisions=[DecisionRecord.model_validate(d, from_attributes=True) for d in history],
         )
-        history = await storage.decisions_of(session, referral_id=referral_id) if allowed and row else []
-    if not allowed:
-        raise _refuse(PANEL)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such referral in review")
-    return ReviewView(
-        **_item(row),
-        status=row.status,
-        received_at=row.received_at,
-        family_preference=row.family_preference,
-        sibling_group_id=row.sibling_group_id,
-        decisions=[DecisionRecord.model_validate(d, from_attributes=True) for d in history],
-    )
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/reviews/{referral_id}/decision", status_code=201, responses={403: {}, 404: {}, 409: {}})
@@ -159,30 +167,17 @@ async def record_decision(
     principal: CurrentPrincipal,
 ) -> dict[str, str]:
     """Accept, decline (with recommendations to the referrer) or ask the referrer for more information."""
-    async with transaction(runtime_of(request.app).sessions) as session:
-        row = await storage.review(session, referral_id=referral_id, for_update=True)
-        allowed = await _allowed(
-            session,
-            principal,
-            PANEL,
-            action=f"decide referral: {decision.decision}",
-            child_id=row.child_id if row else None,
-            purpose="panel decision",
-            detail={"referral_id": referral_id},
-        )
-        problem = None if allowed else _refuse(PANEL)
-        if problem is None and row is None:
-            problem = HTTPException(status.HTTP_404_NOT_FOUND, "no such referral in review")
-        if problem is None and row is not None:
-            try:
-                new_status = decide(ReviewStatus(row.status), decision)
-            except AlreadyDecided as refusal:
-                problem = HTTPException(status.HTTP_409_CONFLICT, str(refusal))
-            else:
-                await _apply(session, row, decision, new_status, principal)
-    if problem is not None:
-        raise problem
-    return {"referral_id": referral_id, "status": new_status}
+
+    async def work(session: AsyncSession) -> dict[str, str]:
+        row = await _review(session, principal, referral_id, action=f"decide referral: {decision.decision}")
+        try:
+            new_status = decide(ReviewStatus(row.status), decision)
+        except AlreadyDecided as refusal:
+            raise Refused(str(refusal), status.HTTP_409_CONFLICT) from None
+        await _apply(session, row, decision, new_status, principal)
+        return {"referral_id": referral_id, "status": new_status}
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 async def _apply(
@@ -262,45 +257,38 @@ async def reconsider_decision(
     referral_id: str, body: Reconsideration, request: Request, principal: CurrentPrincipal
 ) -> dict[str, str]:
     """The chair reopens a decided referral, with a reason; the earlier decision stays on the record."""
-    chair = ("panel_chair",)
-    async with transaction(runtime_of(request.app).sessions) as session:
-        row = await storage.review(session, referral_id=referral_id, for_update=True)
-        allowed = await _allowed(
+
+    async def work(session: AsyncSession) -> dict[str, str]:
+        row = await _review(
             session,
             principal,
-            chair,
+            referral_id,
             action="reconsider referral decision",
-            child_id=row.child_id if row else None,
-            purpose="panel reconsideration",
-            detail={"referral_id": referral_id, "reason": body.reason},
+            roles=("panel_chair",),
+            reason=body.reason,
         )
-        problem = None if allowed else _refuse(chair)
-        if problem is None and row is None:
-            problem = HTTPException(status.HTTP_404_NOT_FOUND, "no such referral in review")
-        if problem is None and row is not None:
-            try:
-                new_status = reconsider(ReviewStatus(row.status))
-            except AlreadyDecided as refusal:
-                problem = HTTPException(status.HTTP_409_CONFLICT, str(refusal))
-            else:
-                await storage.add_decision(
-                    session,
-                    referral_id=referral_id,
-                    kind="reconsideration",
-                    reason=body.reason,
-                    details={"previous_status": row.status},
-                    decided_by=principal.subject,
-                    decided_by_agency=principal.agency,
-                )
-                await storage.set_review(session, referral_id=referral_id, status=new_status)
-                await publish(
-                    session,
-                    row,
-                    ReferralReconsidered(referral_id=referral_id, child_id=row.child_id, previous_decision=row.status),
-                )
-    if problem is not None:
-        raise problem
-    return {"referral_id": referral_id, "status": new_status}
+        try:
+            new_status = reconsider(ReviewStatus(row.status))
+        except AlreadyDecided as refusal:
+            raise Refused(str(refusal), status.HTTP_409_CONFLICT) from None
+        await storage.add_decision(
+            session,
+            referral_id=referral_id,
+            kind="reconsideration",
+            reason=body.reason,
+            details={"previous_status": row.status},
+            decided_by=principal.subject,
+            decided_by_agency=principal.agency,
+        )
+        await storage.set_review(session, referral_id=referral_id, status=new_status)
+        await publish(
+            session,
+            row,
+            ReferralReconsidered(referral_id=referral_id, child_id=row.child_id, previous_decision=row.status),
+        )
+        return {"referral_id": referral_id, "status": new_status}
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 class PlanReviewItem(BaseModel):
@@ -314,14 +302,20 @@ class PlanReviewItem(BaseModel):
 async def read_plan_reviews(
     request: Request, principal: CurrentPrincipal, purpose: Purpose = "plan oversight"
 ) -> list[PlanReviewItem]:
-    async with transaction(runtime_of(request.app).sessions) as session:
-        allowed = await _allowed(
-            session, principal, PANEL, action="read plan review queue", child_id=None, purpose=purpose
+    async def work(session: AsyncSession) -> list[PlanReviewItem]:
+        await audited(
+            session,
+            principal,
+            allowed=principal.has_role(*PANEL),
+            action="read plan review queue",
+            purpose=purpose,
+            why=f"this needs one of the roles: {', '.join(PANEL)}",
         )
-        rows = await storage.plan_review_queue(session) if allowed else []
-    if not allowed:
-        raise _refuse(PANEL)
-    return [PlanReviewItem.model_validate(row, from_attributes=True) for row in rows]
+        return [
+            PlanReviewItem.model_validate(row, from_attributes=True) for row in await storage.plan_review_queue(session)
+        ]
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/plan-reviews/{plan_id}", status_code=201, responses={403: {}, 404: {}, 409: {}})
@@ -329,45 +323,41 @@ async def record_plan_review(
     plan_id: str, review: PlanReview, request: Request, principal: CurrentPrincipal
 ) -> dict[str, str]:
     """Endorse a Child's Plan, or advise the lead professional; the plans service hears it."""
-    async with transaction(runtime_of(request.app).sessions) as session:
+
+    async def work(session: AsyncSession) -> dict[str, str]:
         row = await storage.plan_review(session, plan_id=plan_id)
-        allowed = await _allowed(
+        await audited(
             session,
             principal,
-            PANEL,
+            allowed=principal.has_role(*PANEL),
             action="review plan",
-            child_id=row.child_id if row else None,
             purpose="plan oversight",
+            child_id=row.child_id if row else None,
+            why=f"this needs one of the roles: {', '.join(PANEL)}",
             detail={"plan_id": plan_id},
         )
-        problem = None if allowed else _refuse(PANEL)
-        if problem is None and row is None:
-            problem = HTTPException(status.HTTP_404_NOT_FOUND, "no such plan waiting for review")
-        if problem is None and row is not None and row.status != "awaiting_review":
-            problem = HTTPException(status.HTTP_409_CONFLICT, "this plan review is already recorded")
-        if problem is None and row is not None:
-            now = datetime.now(UTC)
-            await storage.set_plan_review(
-                session,
-                plan_id=plan_id,
-                status="reviewed",
-                outcome=review.outcome,
-                advice=[a.value for a in review.advice],
-                note=review.note,
-                reviewed_by=principal.subject,
-                reviewed_at=now,
-            )
-            await publish(
-                session,
-                row,
-                PlanReviewRecorded(
-                    plan_id=plan_id,
-                    child_id=row.child_id,
-                    outcome=review.outcome,
-                    advice=review.advice,
-                    reviewed_at=now,
-                ),
-            )
-    if problem is not None:
-        raise problem
-    return {"plan_id": plan_id, "outcome": review.outcome}
+        if row is None:
+            raise Refused("no such plan waiting for review", status.HTTP_404_NOT_FOUND)
+        if row.status != "awaiting_review":
+            raise Refused("this plan review is already recorded", status.HTTP_409_CONFLICT)
+        now = datetime.now(UTC)
+        await storage.set_plan_review(
+            session,
+            plan_id=plan_id,
+            status="reviewed",
+            outcome=review.outcome,
+            advice=[a.value for a in review.advice],
+            note=review.note,
+            reviewed_by=principal.subject,
+            reviewed_at=now,
+        )
+        await publish(
+            session,
+            row,
+            PlanReviewRecorded(
+                plan_id=plan_id, child_id=row.child_id, outcome=review.outcome, advice=review.advice, reviewed_at=now
+            ),
+        )
+        return {"plan_id": plan_id, "outcome": review.outcome}
+
+    return await in_transaction(runtime_of(request.app).sessions, work)

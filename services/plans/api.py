@@ -30,8 +30,7 @@ from services.plans.domain import (
     next_stage,
 )
 from services.plans.handlers import ACTION_DUE, REVIEW_DUE, publish
-from shared.audit import record_access
-from shared.db import transaction
+from shared.access import Refused, audited, in_transaction
 from shared.events.plans import (
     ActionCompleted,
     AssessmentCompleted,
@@ -95,19 +94,22 @@ class ExitIn(BaseModel):
     celebration: Annotated[str, Field(max_length=2000)] = ""
 
 
-class Refused(Exception):
-    def __init__(self, code: int, why: str) -> None:
-        self.code, self.why = code, why
-
-
 async def _case(
     session: AsyncSession, principal: Principal, case_id: str, *, action: str, lead_only: bool = False
 ) -> Row[Any]:
     """Load the case and decide, with a reason, whether this person may do this; the audit row records both."""
     case = await storage.case(session, case_id=case_id)
     if case is None:
-        await record_access(session, principal=principal, action=f"{action} refused", child_id=None, purpose="plans")
-        raise Refused(status.HTTP_404_NOT_FOUND, "no such case")
+        await audited(
+            session,
+            principal,
+            allowed=False,
+            action=action,
+            purpose="child's plan",
+            why="no such case",
+            refuse_with=404,
+        )
+    assert case is not None
     if lead_only:
         allowed = principal.subject == case.lead_practitioner_id
         why = "lead professional" if allowed else "only the child's lead professional does this"
@@ -120,33 +122,17 @@ async def _case(
             members=members,
             consented_agencies=await storage.consented_agencies(session, child_id=case.child_id),
         )
-    await record_access(
+    await audited(
         session,
-        principal=principal,
-        action=action if allowed else f"{action} refused",
-        child_id=case.child_id,
+        principal,
+        allowed=allowed,
+        action=action,
         purpose="child's plan",
-        detail={"case_id": case_id, "why": why},
+        child_id=case.child_id,
+        why=why,
+        detail={"case_id": case_id},
     )
-    if not allowed:
-        raise Refused(status.HTTP_403_FORBIDDEN, why)
     return case
-
-
-async def _run(request: Request, work: Any) -> Any:
-    """Run `work(session)` in one transaction; refusals are raised as HTTP errors after their audit rows commit."""
-    refusal: Refused | None = None
-    result = None
-    async with transaction(runtime_of(request.app).sessions) as session:
-        try:
-            result = await work(session)
-        except Refused as refused:
-            refusal = refused
-        except IllegalMove as illegal:
-            refusal = Refused(status.HTTP_409_CONFLICT, str(illegal))
-    if refusal is not None:
-        raise HTTPException(refusal.code, refusal.why)
-    return result
 
 
 def _settings(request: Request) -> Any:
@@ -154,7 +140,11 @@ def _settings(request: Request) -> Any:
 
 
 def _stage(case: Row[Any], move: Any, **rules: Any) -> Stage:
-    return next_stage(Stage(case.stage), move, **rules)
+    """The next stage, or a 409 that says what is missing."""
+    try:
+        return next_stage(Stage(case.stage), move, **rules)
+    except IllegalMove as illegal:
+        raise Refused(str(illegal), status.HTTP_409_CONFLICT) from None
 
 
 @router.get("/cases/{case_id}", responses={403: {}, 404: {}})
@@ -163,8 +153,7 @@ async def read_case(case_id: str, request: Request, principal: CurrentPrincipal)
         case = await _case(session, principal, case_id, action="read case")
         return await _case_view(session, case)
 
-    result: dict[str, Any] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.get("/children/{child_id}/case", responses={403: {}, 404: {}})
@@ -172,12 +161,11 @@ async def read_childs_case(child_id: str, request: Request, principal: CurrentPr
     async def work(session: AsyncSession) -> dict[str, Any]:
         open_case = await storage.open_case(session, child_id=child_id, for_update=False)
         if open_case is None:
-            raise Refused(status.HTTP_404_NOT_FOUND, "no open case for this child")
+            raise Refused(status_code=status.HTTP_404_NOT_FOUND, why="no open case for this child")
         case = await _case(session, principal, open_case.case_id, action="read case")
         return await _case_view(session, case)
 
-    result: dict[str, Any] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 async def _case_view(session: AsyncSession, case: Row[Any]) -> dict[str, Any]:
@@ -219,10 +207,10 @@ async def add_member(case_id: str, body: MemberIn, request: Request, principal: 
     async def work(session: AsyncSession) -> dict[str, str]:
         case = await _case(session, principal, case_id, action="add network member", lead_only=True)
         if case.stage == Stage.CLOSED:
-            raise Refused(status.HTTP_409_CONFLICT, "the case is closed")
+            raise Refused(status_code=status.HTTP_409_CONFLICT, why="the case is closed")
         consented = await storage.consented_agencies(session, child_id=case.child_id)
         if body.kind == "practitioner" and (why := may_join(body.agency, body.legal_basis, consented)):
-            raise Refused(status.HTTP_409_CONFLICT, why)
+            raise Refused(status_code=status.HTTP_409_CONFLICT, why=why)
         await storage.add_member(session, case_id=case_id, **body.model_dump())
         await publish(
             session,
@@ -238,8 +226,7 @@ async def add_member(case_id: str, body: MemberIn, request: Request, principal: 
         )
         return {"member_id": body.member_id}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.delete("/cases/{case_id}/members/{member_id}", responses={403: {}, 404: {}})
@@ -249,12 +236,11 @@ async def remove_member(case_id: str, member_id: str, request: Request, principa
     async def work(session: AsyncSession) -> dict[str, str]:
         case = await _case(session, principal, case_id, action="remove network member", lead_only=True)
         if not await storage.remove_member(session, case_id=case_id, member_id=member_id):
-            raise Refused(status.HTTP_404_NOT_FOUND, "not a current member")
+            raise Refused(status_code=status.HTTP_404_NOT_FOUND, why="not a current member")
         await publish(session, case, MemberLeft(case_id=case_id, child_id=case.child_id, member_id=member_id))
         return {"member_id": member_id, "status": "left"}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.put("/cases/{case_id}/assessment", responses={403: {}, 404: {}, 409: {}, 422: {}})
@@ -268,12 +254,14 @@ async def put_assessment(
     async def work(session: AsyncSession) -> dict[str, Any]:
         case = await _case(session, principal, case_id, action="write assessment", lead_only=True)
         if case.stage != Stage.ASSESS:
-            raise Refused(status.HTTP_409_CONFLICT, f"the assessment is written at the assess stage, not {case.stage}")
+            raise Refused(
+                status_code=status.HTTP_409_CONFLICT,
+                why=f"the assessment is written at the assess stage, not {case.stage}",
+            )
         await storage.put_assessment(session, case_id=case_id, content=body.model_dump(mode="json"))
         return {"case_id": case_id, "assessed_needs": body.assessed_needs()}
 
-    result: dict[str, Any] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/assessment/evidence", status_code=201, responses={403: {}, 404: {}, 409: {}})
@@ -286,13 +274,12 @@ async def add_evidence(case_id: str, body: Evidence, request: Request, principal
         await _case(session, principal, case_id, action="add assessment evidence")
         current = await storage.assessment(session, case_id=case_id)
         if current is None or current.completed_at is not None:
-            raise Refused(status.HTTP_409_CONFLICT, "there is no assessment in progress")
+            raise Refused(status_code=status.HTTP_409_CONFLICT, why="there is no assessment in progress")
         item = {"domain": body.domain, "evidence": body.evidence, "by": principal.subject, "agency": principal.agency}
         await storage.add_evidence(session, case_id=case_id, evidence=[*current.evidence, item])
         return {"case_id": case_id, "domain": body.domain}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/assessment/complete", responses={403: {}, 404: {}, 409: {}})
@@ -322,8 +309,7 @@ async def complete_assessment(case_id: str, request: Request, principal: Current
         )
         return {"case_id": case_id, "stage": stage}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/plan", status_code=201, responses={403: {}, 404: {}, 409: {}, 422: {}})
@@ -333,7 +319,9 @@ async def write_plan(case_id: str, body: PlanIn, request: Request, principal: Cu
     async def work(session: AsyncSession) -> dict[str, str]:
         case = await _case(session, principal, case_id, action="write plan", lead_only=True)
         if case.stage != Stage.PLAN:
-            raise Refused(status.HTTP_409_CONFLICT, f"the plan is written at the plan stage, not {case.stage}")
+            raise Refused(
+                status_code=status.HTTP_409_CONFLICT, why=f"the plan is written at the plan stage, not {case.stage}"
+            )
         current = await storage.assessment(session, case_id=case_id)
         needs = set(Assessment.model_validate(current.assessment).assessed_needs()) if current else set()
         owners = {m.member_id for m in await storage.current_members(session, case_id=case_id)}
@@ -348,7 +336,7 @@ async def write_plan(case_id: str, body: PlanIn, request: Request, principal: Cu
             if action.owner_member_id not in owners
         ]
         if problems:
-            raise Refused(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(problems))
+            raise Refused(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, why="; ".join(problems))
         plan = await storage.active_plan(session, case_id=case_id)
         if plan is None:
             plan_id = str(uuid.uuid4())
@@ -358,7 +346,9 @@ async def write_plan(case_id: str, body: PlanIn, request: Request, principal: Cu
                         session, plan_id=plan_id, case_id=case_id, child_id=case.child_id, status="draft"
                     )
             except IntegrityError:
-                raise Refused(status.HTTP_409_CONFLICT, "this child already has a Child's Plan: revise it") from None
+                raise Refused(
+                    status_code=status.HTTP_409_CONFLICT, why="this child already has a Child's Plan: revise it"
+                ) from None
         else:
             plan_id = plan.plan_id
             # A revision adds to the plan; earlier goals and actions stay on record, open actions are set aside.
@@ -389,8 +379,7 @@ async def write_plan(case_id: str, body: PlanIn, request: Request, principal: Cu
                 )
         return {"plan_id": plan_id, "status": "draft"}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/plan/submit", responses={403: {}, 404: {}, 409: {}})
@@ -401,7 +390,9 @@ async def submit_plan(case_id: str, request: Request, principal: CurrentPrincipa
         case = await _case(session, principal, case_id, action="submit plan", lead_only=True)
         plan = await storage.active_plan(session, case_id=case_id)
         if case.stage != Stage.PLAN or plan is None or plan.status != "draft":
-            raise Refused(status.HTTP_409_CONFLICT, "only a draft plan at the plan stage goes to the panel")
+            raise Refused(
+                status_code=status.HTTP_409_CONFLICT, why="only a draft plan at the plan stage goes to the panel"
+            )
         await storage.set_plan(session, plan_id=plan.plan_id, status="submitted")
         await publish(
             session,
@@ -412,8 +403,7 @@ async def submit_plan(case_id: str, request: Request, principal: CurrentPrincipa
         )
         return {"plan_id": plan.plan_id, "status": "submitted"}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/implementation", responses={403: {}, 404: {}, 409: {}})
@@ -453,8 +443,7 @@ async def start_implementation(case_id: str, request: Request, principal: Curren
         )
         return {"case_id": case_id, "stage": stage}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/actions/{action_id}/done", responses={403: {}, 404: {}, 409: {}})
@@ -465,12 +454,14 @@ async def complete_action(action_id: str, request: Request, principal: CurrentPr
         action = await storage.action(session, action_id=action_id)
         plan = await storage.plan(session, plan_id=action.plan_id) if action else None
         if action is None or plan is None:
-            raise Refused(status.HTTP_404_NOT_FOUND, "no such action")
+            raise Refused(status_code=status.HTTP_404_NOT_FOUND, why="no such action")
         case = await _case(session, principal, plan.case_id, action="complete action")
         if principal.subject not in (action.owner_member_id, case.lead_practitioner_id):
-            raise Refused(status.HTTP_403_FORBIDDEN, "only the action's owner or the lead marks it done")
+            raise Refused(
+                status_code=status.HTTP_403_FORBIDDEN, why="only the action's owner or the lead marks it done"
+            )
         if action.status != "open":
-            raise Refused(status.HTTP_409_CONFLICT, f"this action is {action.status}")
+            raise Refused(status_code=status.HTTP_409_CONFLICT, why=f"this action is {action.status}")
         await storage.set_action(session, action_id=action_id, status="done", done_at=datetime.now(UTC))
         await cancel(session, kind=ACTION_DUE, key=action_id)
         await publish(
@@ -485,8 +476,7 @@ async def complete_action(action_id: str, request: Request, principal: CurrentPr
         )
         return {"action_id": action_id, "status": "done"}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/reviews", status_code=201, responses={403: {}, 404: {}, 409: {}})
@@ -496,7 +486,10 @@ async def hold_review(case_id: str, body: ReviewIn, request: Request, principal:
     async def work(session: AsyncSession) -> dict[str, str]:
         case = await _case(session, principal, case_id, action="record review", lead_only=True)
         reviewing = _stage(case, "hold_review")
-        stage = next_stage(reviewing, "review_outcome", outcome=body.outcome)
+        try:
+            stage = next_stage(reviewing, "review_outcome", outcome=body.outcome)
+        except IllegalMove as illegal:
+            raise Refused(str(illegal), status.HTTP_409_CONFLICT) from None
         now = datetime.now(UTC)
         await storage.add_review(
             session,
@@ -520,8 +513,7 @@ async def hold_review(case_id: str, body: ReviewIn, request: Request, principal:
         )
         return {"case_id": case_id, "stage": stage}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.post("/cases/{case_id}/exit", responses={403: {}, 404: {}, 409: {}})
@@ -532,7 +524,10 @@ async def exit_case(case_id: str, body: ExitIn, request: Request, principal: Cur
         case = await _case(session, principal, case_id, action="close case", lead_only=True)
         stage = _stage(case, "exit", exit_reason=body.reason)
         if body.reason is ExitReason.GOALS_ACHIEVED and not body.handover_to:
-            raise Refused(status.HTTP_409_CONFLICT, "an exit for achieved goals records the handover (handover_to)")
+            raise Refused(
+                status_code=status.HTTP_409_CONFLICT,
+                why="an exit for achieved goals records the handover (handover_to)",
+            )
         now = datetime.now(UTC)
         await storage.set_case(
             session, case_id=case_id, stage=stage, closed_at=now, exit_reason=body.reason, handover_to=body.handover_to
@@ -555,8 +550,7 @@ async def exit_case(case_id: str, body: ExitIn, request: Request, principal: Cur
         )
         return {"case_id": case_id, "stage": stage}
 
-    result: dict[str, str] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 @router.get("/children/{child_id}/timeline", responses={403: {}, 404: {}})
@@ -566,12 +560,11 @@ async def read_timeline(child_id: str, request: Request, principal: CurrentPrinc
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
         case = await storage.latest_case(session, child_id=child_id)
         if case is None:
-            raise Refused(status.HTTP_404_NOT_FOUND, "no case for this child")
+            raise Refused(status_code=status.HTTP_404_NOT_FOUND, why="no case for this child")
         await _case(session, principal, case.case_id, action="read timeline")
         return [
             {"at": row.at, "source": row.source, "type": row.type, "summary": row.summary}
             for row in await storage.timeline_of(session, child_id=child_id)
         ]
 
-    result: list[dict[str, Any]] = await _run(request, work)
-    return result
+    return await in_transaction(runtime_of(request.app).sessions, work)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi import APIRouter, Header, Request, status
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referral import storage
-from services.referral.domain import ReferralAccess, may_read_referral
-from shared.audit import record_access
-from shared.db import transaction
+from services.referral.domain import ConsentState, ReferralAccess, may_read_referral
+from shared.access import audited, in_transaction
 from shared.security import CurrentPrincipal
 from shared.service import runtime_of
 
@@ -73,28 +73,30 @@ async def read_referral(
 
     Every attempt is audited, including refused ones; a refused reader learns nothing about the referral.
     """
-    runtime = runtime_of(request.app)
-    async with transaction(runtime.sessions) as session:
+
+    async def work(session: AsyncSession) -> ReferralView:
         row = await storage.referral(session, referral_id=referral_id)
-        allowed = row is not None and may_read_referral(
-            principal, ReferralAccess(agency=row.agency, referrer_id=row.referrer["id"])
-        )
-        await record_access(
+        await audited(
             session,
-            principal=principal,
-            action="read referral" if allowed else "read referral refused",
-            child_id=row.child_id if allowed and row is not None else None,
+            principal,
+            allowed=row is not None
+            and may_read_referral(principal, ReferralAccess(agency=row.agency, referrer_id=row.referrer["id"])),
+            action="read referral",
             purpose=purpose,
+            child_id=row.child_id if row else None,
+            why="you have no need to know this referral",
             detail={"referral_id": referral_id},
+            refuse_with=status.HTTP_403_FORBIDDEN if row else status.HTTP_404_NOT_FOUND,
         )
-        if allowed and row is not None:
-            child = await storage.child(session, child_id=row.child_id)
-            consent = await storage.current_consent(session, child_id=row.child_id, lock=False)
-    # Refusals are raised after the audit row committed.
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such referral")
-    if not allowed:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "you have no need to know this referral")
+        assert row is not None
+        child = await storage.child(session, child_id=row.child_id)
+        consent = await storage.current_consent(session, child_id=row.child_id, lock=False)
+        return _view(row, child, consent)
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
+
+
+def _view(row: Any, child: Any, consent: ConsentState | None) -> ReferralView:
     return ReferralView(
         referral_id=row.referral_id,
         agency=row.agency,

@@ -24,18 +24,6 @@ PANEL = bearer("panel-1", "childrens-team", "panel_member")
 
 
 @pytest.fixture
-async def agency(kafka_bootstrap: str) -> AsyncIterator[AgencySystem]:
-    async with AgencySystem(kafka_bootstrap) as system:
-        yield system
-
-
-@pytest.fixture
-async def outcomes(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
-    async with TopicReader(kafka_bootstrap, "agency.outcomes.out") as reader:
-        yield reader
-
-
-@pytest.fixture
 async def leads(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
     async with TopicReader(kafka_bootstrap, "assignment.events") as reader:
         yield reader

@@ -35,20 +35,8 @@ CHAIR = bearer("chair-1", "childrens-team", "panel_chair")
 
 
 @pytest.fixture
-async def agency(kafka_bootstrap: str) -> AsyncIterator[AgencySystem]:
-    async with AgencySystem(kafka_bootstrap) as system:
-        yield system
-
-
-@pytest.fixture
 async def decisions(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
     async with TopicReader(kafka_bootstrap, "panel.events") as reader:
-        yield reader
-
-
-@pytest.fixture
-async def outcomes(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
-    async with TopicReader(kafka_bootstrap, "agency.outcomes.out") as reader:
         yield reader
 
 

@@ -41,20 +41,8 @@ def service(referral_service: RunningService) -> tuple[Runtime, httpx.AsyncClien
 
 
 @pytest.fixture
-async def agency(kafka_bootstrap: str) -> AsyncIterator[AgencySystem]:
-    async with AgencySystem(kafka_bootstrap) as system:
-        yield system
-
-
-@pytest.fixture
 async def stream(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
     async with TopicReader(kafka_bootstrap, STREAM) as reader:
-        yield reader
-
-
-@pytest.fixture
-async def outcomes(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
-    async with TopicReader(kafka_bootstrap, OUTCOMES) as reader:
         yield reader
 
 
