@@ -12,7 +12,7 @@ SERVICES := referral panel assignment plans hub
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv setup run stop clean test lint typecheck bench migrate topics demo-token
+.PHONY: help venv setup run stop clean test lint typecheck bench docs
 
 help:
 	@echo "make run    set up everything and start the whole system (Ctrl-C stops it)"
@@ -50,11 +50,15 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 typecheck: venv
-	$(VENV)/bin/mypy shared services tests bench deploy
+	$(VENV)/bin/mypy shared services tests bench deploy tools
 
 test: venv lint typecheck
 	$(MAKE) --no-print-directory setup STACK=test
 	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q
+
+# The integrators' contract, generated from the event catalogue; a unit test fails when it drifts from the code.
+docs: venv
+	$(PY) -m shared.events.asyncapi
 
 bench: venv
 	$(MAKE) --no-print-directory setup STACK=test

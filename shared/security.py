@@ -21,7 +21,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 ALGORITHM = "ES256"
-DEV_KEY_DIR = Path(".local/keys")
+# Beside the repository (not the working directory), so tools find the keys from anywhere.
+DEV_KEY_DIR = Path(__file__).resolve().parents[1] / ".local" / "keys"
 DEV_ISSUER = "childrensteams-dev-issuer"
 AUDIENCE = "childrensteams"
 

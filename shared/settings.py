@@ -1,5 +1,7 @@
 """Settings every service shares, read from the environment (prefix CTP_). Each service subclasses them once."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,7 +33,7 @@ class ServiceSettings(BaseSettings):
     timer_lease_seconds: float = 60.0
 
     # Bearer tokens: the issuer's public key (PEM) and the expected audience.
-    auth_public_key_file: str = ".local/keys/dev-issuer.pub.pem"
+    auth_public_key_file: str = str(Path(__file__).resolve().parents[1] / ".local" / "keys" / "dev-issuer.pub.pem")
     auth_issuer: str = "childrensteams-dev-issuer"
     auth_audience: str = "childrensteams"
 
