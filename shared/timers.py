@@ -151,10 +151,12 @@ class TimerRunner:
                 )
                 if current is None:
                     return 0  # cancelled, or claimed again by another runner after our lease lapsed
-                await self.handlers[timer.kind](session, timer)
+                # Marked fired before the handler runs (same transaction: a failure rolls both back), so a handler
+                # may schedule the next step under the same kind and key.
                 await session.execute(
                     update(timers).where(timers.c.id == timer.id).values(state="fired", fired_at=func.now())
                 )
+                await self.handlers[timer.kind](session, timer)
             return 1
         except Exception:
             # The row stays pending; it is claimed again when the lease lapses.

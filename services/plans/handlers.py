@@ -18,10 +18,12 @@ from services.plans import storage
 from services.plans.domain import Stage
 from shared.events import Event, registered_types
 from shared.events.assignment import LeadAssigned
+from shared.events.hub import ConcernScreened
 from shared.events.panel import PlanReviewOutcome, PlanReviewRecorded
 from shared.events.plans import (
     ActionOverdue,
     CaseOpened,
+    ConcernLinked,
     MemberJoined,
     MemberLeft,
     PlanEndorsed,
@@ -76,6 +78,7 @@ def register(consumer: Consumer) -> None:
     specific: dict[type[Event], Handler] = {
         LeadAssigned: open_or_change_lead,
         PlanReviewRecorded: record_panel_review,
+        ConcernScreened: link_concern,
     }
     for model in registered_types().values():
         if issubclass(model, ConsentRecorded):
@@ -160,6 +163,31 @@ async def open_or_change_lead(session: AsyncSession, envelope: Envelope) -> None
             legal_basis=None,
         ),
     )
+
+
+async def link_concern(session: AsyncSession, envelope: Envelope) -> None:
+    """A concern about a child with an open case joins the case, and the lead is told (once)."""
+    screened = envelope.event
+    assert isinstance(screened, ConcernScreened)
+    if not screened.child_id:
+        return
+    case = await storage.open_case(session, child_id=screened.child_id)
+    if case is None:
+        return
+    if await storage.link_concern(
+        session, concern_id=screened.concern_id, case_id=case.case_id, priority=screened.priority
+    ):
+        await publish(
+            session,
+            case,
+            ConcernLinked(
+                concern_id=screened.concern_id,
+                case_id=case.case_id,
+                child_id=case.child_id,
+                lead_practitioner_id=case.lead_practitioner_id,
+                priority=screened.priority,
+            ),
+        )
 
 
 async def record_panel_review(session: AsyncSession, envelope: Envelope) -> None:

@@ -114,6 +114,16 @@ reviews = Table(
     Column("held_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# Concerns the hub screened about a child while their case was open: linked once, the lead told once.
+linked_concerns = Table(
+    "linked_concerns",
+    metadata,
+    Column("concern_id", Text, primary_key=True),
+    Column("case_id", Text, nullable=False, index=True),
+    Column("priority", Text, nullable=False),
+    Column("linked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # The child's journey across services, one row per event about the child (codes and ids; details stay at source).
 timeline = Table(
     "timeline",
@@ -309,3 +319,14 @@ async def latest_case(session: AsyncSession, *, child_id: str) -> Row[Any] | Non
             select(cases).where(cases.c.child_id == child_id).order_by(cases.c.opened_at.desc()).limit(1)
         )
     ).first()
+
+
+async def link_concern(session: AsyncSession, *, concern_id: str, case_id: str, priority: str) -> bool:
+    """Link a concern to a case; False if it was linked before (the hub screens a concern more than once)."""
+    result = await session.execute(
+        insert(linked_concerns)
+        .values(concern_id=concern_id, case_id=case_id, priority=priority)
+        .on_conflict_do_nothing()
+        .returning(linked_concerns.c.concern_id)
+    )
+    return result.first() is not None

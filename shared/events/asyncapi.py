@@ -66,6 +66,13 @@ CHANNELS_BY_TYPE_PREFIX: Final[Mapping[str, str | tuple[tuple[str, str], ...]]] 
     "nz.childrensteams.backbone.": "backbone.probe",
     # Concerns a service raises for the hub (referral on an immediate-danger referral, panel on a risky decline).
     "nz.childrensteams.concern.": "concerns.raised",
+    # The hub: escalations out to the national contact centre and Police, acknowledgements in, outcomes to agencies.
+    "nz.childrensteams.escalation.": (
+        ("contact_centre", "contactcentre.escalations.out"),
+        ("police", "police.escalations.out"),
+    ),
+    "nz.childrensteams.contactcentre.": "contactcentre.acks.in",
+    "nz.childrensteams.hub.concern_outcome.": "agency.outcomes.out",
 }
 
 ROOT: Final = Path(__file__).resolve().parents[2]

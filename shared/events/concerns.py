@@ -26,5 +26,7 @@ class ConcernRaised(Event):
     child_location: str | None = None
     categories: list[ConcernCategory]
     immediate_danger: bool
+    # Optional, added later: the raiser knows a life is in danger (the hub then tells Police too).
+    life_in_danger: bool = False
     details: str
     raised_at: datetime

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,18 +14,21 @@ from sqlalchemy import text
 from services.plans.handlers import ACTION_DUE
 from shared.events.agency import ConsentChanged
 from shared.events.assignment import LeadProposed
+from shared.events.hub import ConcernScreened
 from shared.events.plans import (
     ActionCompleted,
     ActionOverdue,
     AssessmentCompleted,
     CaseClosed,
     CaseOpened,
+    ConcernLinked,
     ImplementationStarted,
     PlanEndorsed,
     PlanSubmittedForReview,
     ReviewRecorded,
 )
 from shared.events.referral import ConsentWithdrawn, Outcome, ReferralOutcome
+from shared.messaging.envelope import Envelope
 from shared.timers import Timer, TimerRunner
 from tests.conftest import eventually
 from tests.support.kafka import AgencySystem, TopicReader
@@ -44,18 +47,6 @@ ASSESSMENT = {
     "child_voice": "I want to go to school with my cousins.",
     "whanau_view": "Mum wants help with mornings.",
 }
-
-
-@pytest.fixture
-async def agency(kafka_bootstrap: str) -> AsyncIterator[AgencySystem]:
-    async with AgencySystem(kafka_bootstrap) as system:
-        yield system
-
-
-@pytest.fixture
-async def outcomes(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
-    async with TopicReader(kafka_bootstrap, "agency.outcomes.out") as reader:
-        yield reader
 
 
 @pytest.fixture
@@ -253,10 +244,10 @@ async def test_the_database_holds_one_childs_plan_per_child(
     sessions = everything["plans"].runtime.sessions
     insert = text("INSERT INTO plans (plan_id, case_id, child_id, status) VALUES (:p, :c, :child, 'draft')")
     async with sessions() as session, session.begin():
-        await session.execute(insert, {"p": "first", "c": opened.event.case_id, "child": child_id})
+        await session.execute(insert, {"p": f"first-{child_id}", "c": opened.event.case_id, "child": child_id})
     with pytest.raises(Exception, match="one_active_plan_per_child"):
         async with sessions() as session, session.begin():
-            await session.execute(insert, {"p": "second", "c": opened.event.case_id, "child": child_id})
+            await session.execute(insert, {"p": f"second-{child_id}", "c": opened.event.case_id, "child": child_id})
 
 
 async def test_withdrawn_consent_stops_an_out_of_scope_member_seeing_the_child_and_refusals_are_audited(
@@ -371,3 +362,50 @@ async def test_an_overdue_action_is_raised_once_even_when_an_instance_dies_mid_s
             {"type": ActionOverdue.ce_type, "id": action_id},
         )
     assert raised == 1
+
+
+async def test_a_concern_about_a_child_with_an_open_case_is_linked_and_the_lead_told_once(
+    everything: dict[str, RunningService],
+    agency: AgencySystem,
+    outcomes: TopicReader,
+    plan_events: TopicReader,
+    kafka_bootstrap: str,
+) -> None:
+    plans = everything["plans"]
+    _, child_id, lead, as_lead = await assigned_child(everything, agency, outcomes, kafka_bootstrap)
+    [opened] = await plan_events.events(CaseOpened, lambda e: e.subject == child_id)
+    concern_id = f"concern-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    async with AgencySystem(kafka_bootstrap) as hub:  # plays the hub on its public stream
+        for by_human in (False, True):  # screened at intake, then confirmed by a hub social worker
+            screened = Envelope(
+                event=ConcernScreened(
+                    concern_id=concern_id,
+                    child_id=child_id,
+                    priority="very_urgent",
+                    rules_fired=["physical_harm_reported"],
+                    screened_at=now,
+                    confirmed_by_human=by_human,
+                ),
+                source="/services/hub",
+                subject=child_id,
+            )
+            await hub.send_raw("hub.events", screened.body(), key=child_id, headers=screened.headers())
+
+    [linked] = await plan_events.events(ConcernLinked, lambda e: e.event.concern_id == concern_id)
+    assert (linked.event.case_id, linked.event.lead_practitioner_id) == (opened.event.case_id, lead)
+
+    async def both_on_the_timeline() -> bool:
+        rows = (await plans.api.get(f"/children/{child_id}/timeline", headers=as_lead)).json()
+        return bool(sum(r["type"] == ConcernScreened.ce_type for r in rows) == 2)
+
+    await eventually(both_on_the_timeline)
+    async with plans.runtime.sessions() as session:
+        told = await session.scalar(
+            text(
+                "SELECT count(*) FROM outbox WHERE headers->>'ce_type' = :type "
+                "AND convert_from(body, 'UTF8')::jsonb->>'concern_id' = :id"
+            ),
+            {"type": ConcernLinked.ce_type, "id": concern_id},
+        )
+    assert told == 1

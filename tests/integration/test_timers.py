@@ -90,3 +90,24 @@ async def test_a_cancelled_timer_never_fires_and_rescheduling_moves_the_one_pend
 
     assert await runner(sessions, kind).fire_due() == 0
     assert await fired_keys(sessions, kind) == []
+
+
+async def test_a_firing_timer_can_schedule_its_own_next_step(sessions: async_sessionmaker[AsyncSession]) -> None:
+    kind = a_kind()
+
+    async def step_then_schedule_the_next(session: AsyncSession, timer: Timer) -> None:
+        number = int(timer.payload.get("step", 1))
+        await session.execute(
+            text("INSERT INTO fired (kind, key, fence) VALUES (:kind, :key, :fence)"),
+            {"kind": kind, "key": f"step-{number}", "fence": timer.fence},
+        )
+        if number < 3:
+            due = datetime.now(UTC) - timedelta(seconds=1)
+            await schedule(session, kind=kind, key="escalation", due_at=due, payload={"step": number + 1})
+
+    async with sessions() as session, session.begin():
+        await schedule(session, kind=kind, key="escalation", due_at=datetime.now(UTC) - timedelta(seconds=1))
+    chain = TimerRunner(sessions=sessions, handlers={kind: step_then_schedule_the_next})
+    while await chain.fire_due():
+        pass
+    assert await fired_keys(sessions, kind) == ["step-1", "step-2", "step-3"]
