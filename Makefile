@@ -12,7 +12,7 @@ SERVICES := referral panel assignment plans hub
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv setup run stop clean test lint typecheck bench docs
+.PHONY: help venv setup run demo stop clean test lint typecheck bench docs
 
 help:
 	@echo "make run    set up everything and start the whole system (Ctrl-C stops it)"
@@ -36,7 +36,11 @@ setup: venv
 	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && $(PY) -m deploy.local.migrate
 
 run: setup
-	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && STACK=$(STACK) $(PY) -m deploy.local.run --stop-stack
+	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && STACK=$(STACK) $(PY) -m deploy.local.run --stop-stack --demo
+
+# Replays one sample journey against a running `make run`.
+demo: venv
+	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && $(PY) -m deploy.local.demo
 
 stop:
 	STACK=$(STACK) deploy/local/stack.sh stop

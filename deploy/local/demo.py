@@ -249,6 +249,33 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
             await platform.call("plans", "POST", f"/cases/{case_id}/exit", as_lead, json=exit_body)
             await _outcome(outcomes, referral.agency_referral_id, journey, "case_closed")
             step("reviewed and closed: goals achieved, handed over to universal services, celebrated")
+
+            concern = {
+                "child": {"child_id": journey.child_id},
+                "reporter": {
+                    "name": "Demo Teacher",
+                    "agency": "education-moe",
+                    "role": "teacher",
+                    "contact": {"phone": "+64 4 555 0101"},
+                },
+                "categories": ["physical_harm"],
+                "what_was_seen": "A younger cousin says a visitor hit them and they are afraid to go home tonight.",
+                "seen_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+                "immediate_danger": True,
+                "child_location": "School office",
+            }
+            teacher_token = token(f"demo-teacher-{unique}", "education-moe", "practitioner")
+            raised = await platform.call("hub", "POST", "/concerns", teacher_token, json=concern)
+            step(f"a teacher raised a concern of immediate danger; screened {raised.get('priority', 'critical')}")
+            as_hub = token("demo-hub-worker", "childrens-hub", "hub_social_worker")
+            escalation = await platform.until(
+                "the contact centre's acknowledgement",
+                lambda: _acknowledged(platform, raised["concern_id"], as_hub),
+            )
+            step(
+                f"escalated at intake to the national contact centre; acknowledged by {escalation['acknowledged_by']}"
+                " (the contact-centre SIMULATOR)"
+            )
     finally:
         await outcomes.stop()
         await platform.close()
@@ -297,6 +324,11 @@ async def _plan_queued(platform: Platform, plan_id: str) -> bool:
 async def _plan_status(platform: Platform, case_id: str, as_lead: dict[str, str], wanted: str) -> bool:
     case = await platform.call("plans", "GET", f"/cases/{case_id}", as_lead)
     return bool(case["plan"] and case["plan"]["status"] == wanted)
+
+
+async def _acknowledged(platform: Platform, concern_id: str, as_hub: dict[str, str]) -> dict[str, Any] | None:
+    escalation: dict[str, Any] = await platform.call("hub", "GET", f"/concerns/{concern_id}/escalation", as_hub)
+    return escalation if escalation.get("acknowledged_at") else None
 
 
 def zipkin_link(trace_id: str) -> str:

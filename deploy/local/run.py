@@ -21,6 +21,7 @@ import httpx
 
 from deploy.local import SERVICES, database_url
 from shared.security import ensure_dev_keys, issue_token
+from shared.telemetry import setup_tracing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +68,17 @@ async def _wait_ready(client: httpx.AsyncClient, url: str, process: asyncio.subp
     return False
 
 
-async def run(port_base: int) -> int:
+async def _play_demo(port_base: int) -> None:
+    """One sample journey once everything is up, so a newcomer sees the system work (`make demo` replays it)."""
+    from deploy.local.demo import demo
+
+    try:
+        await demo(port_base)
+    except Exception as error:
+        print(f"the demo journey did not complete: {error}", flush=True)
+
+
+async def run(port_base: int, play_demo: bool = False) -> int:
     processes: dict[str, asyncio.subprocess.Process] = {}
     streams = []
     for index, service in enumerate(SERVICES, start=1):
@@ -85,6 +96,23 @@ async def run(port_base: int) -> int:
         assert process.stdout is not None
         streams.append(asyncio.create_task(_stream(service, process.stdout)))
 
+    # The national contact centre is an outside system: locally a clearly named simulator stands in for it.
+    simulator = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "deploy.contactcentre_simulator",
+        "--ack-after",
+        os.environ.get("CONTACT_CENTRE_ACK_AFTER", "2"),
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    processes["simulator"] = simulator
+    assert simulator.stdout is not None
+    streams.append(asyncio.create_task(_stream("simulator", simulator.stdout)))
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,14 +122,19 @@ async def run(port_base: int) -> int:
     async with httpx.AsyncClient(timeout=2) as client:
         ready = await asyncio.gather(*(_wait_ready(client, urls[s], processes[s]) for s in SERVICES))
     failed = [s for s, ok in zip(SERVICES, ready, strict=True) if not ok]
+    demo_task: asyncio.Task[None] | None = None
     if failed:
         print(f"not ready: {', '.join(failed)}; stopping", flush=True)
         stop.set()
     else:
         _print_directory(urls)
+        if play_demo:
+            demo_task = asyncio.create_task(_play_demo(port_base))
 
     exited = [asyncio.create_task(p.wait()) for p in processes.values()]
     await asyncio.wait([asyncio.create_task(stop.wait()), *exited], return_when=asyncio.FIRST_COMPLETED)
+    if demo_task is not None:
+        demo_task.cancel()
     for service, process in processes.items():
         if process.returncode is None:
             process.terminate()
@@ -141,8 +174,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.local.run")
     parser.add_argument("--port-base", type=int, default=8100, help="service n listens on port-base + n")
     parser.add_argument("--stop-stack", action="store_true", help="also stop PostgreSQL, Kafka and Zipkin on exit")
+    parser.add_argument("--demo", action="store_true", help="play one sample journey once the services are ready")
     args = parser.parse_args()
-    code = asyncio.run(run(args.port_base))
+    if args.demo:
+        zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+        os.environ.setdefault("OTEL_EXPORTER_ZIPKIN_ENDPOINT", f"{zipkin}/api/v2/spans")
+        os.environ["OTEL_SERVICE_NAME"] = "demo"
+        setup_tracing("demo")
+    code = asyncio.run(run(args.port_base, play_demo=args.demo))
     if args.stop_stack:
         subprocess.run([str(ROOT / "deploy" / "local" / "stack.sh"), "stop"], check=False)
     sys.exit(code)

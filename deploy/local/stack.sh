@@ -499,7 +499,7 @@ zipkin_start() {
   # It listens through Armeria's port list, on every interface unless told an ip; a
   # command-line list replaces the jar's whole list, hence port and protocol again.
   start_bg zipkin "$out" env -u KAFKA_BOOTSTRAP_SERVERS \
-    "$JAVA" -Xms160m -Xmx160m "$JAVA_MARKER" -jar "$ZIPKIN_JAR" --server.port="$ZIPKIN_PORT" \
+    "$JAVA" -Xms256m -Xmx768m "$JAVA_MARKER" -jar "$ZIPKIN_JAR" --server.port="$ZIPKIN_PORT" \
     --armeria.ports[0].ip=127.0.0.1 --armeria.ports[0].port="$ZIPKIN_PORT" --armeria.ports[0].protocols[0]=http
   pid=$(<"$RUN_DIR/zipkin.pid")
 
