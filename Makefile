@@ -67,3 +67,4 @@ docs: venv
 bench: venv
 	$(MAKE) --no-print-directory setup STACK=test
 	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.hop
+	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.intake

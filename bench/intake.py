@@ -57,6 +57,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import CacheStats
 
 from bench.hop import (
     RESULTS,
@@ -73,16 +74,15 @@ from bench.hop import (
     rate,
 )
 from deploy.local import database_url
+from services.referral import handlers
+from services.referral.app import SUBSCRIPTIONS, Settings, create_app
 from shared.events.agency import ReferralSubmitted
 from shared.events.referral import Outcome, ReferralOutcome
 from shared.messaging.envelope import H_TYPE, Envelope
 from shared.service import Runtime, running, runtime_of
 
-INGRESS = "agency.referrals.in"
-OUTCOMES = "agency.outcomes.out"
-DECISIONS = ["panel.events", "assignment.events", "plans.events"]
-INTAKE_GROUP = "referral.intake"
-DECISIONS_GROUP = "referral.decisions"
+INGRESS, OUTCOMES, DECISIONS = handlers.INGRESS, handlers.OUTCOMES, handlers.DECISIONS
+INTAKE_GROUP, DECISIONS_GROUP = "referral.intake", "referral.decisions"
 AGENCY = "health-nz"
 KEY_FILE = ".local/keys/dev-issuer.pub.pem"
 WARMUP_ROUND = 12  # warm-up referrals per round, until every ingress partition has had one
@@ -90,9 +90,11 @@ WARMUP_LIMIT = 120
 WARMUP_WAIT_SECONDS = 90.0  # a backlog in referral.intake is worked off during the warm-up
 OTHERS_WAIT_SECONDS = 15.0  # members of a stopped process stay in a group until their session times out
 SETTLE_SECONDS = 30.0
+BUSY_OTHERS_CORES = 0.3  # CPU taken by other people's work beyond which a warning says so
 WAIT_SECONDS = 60.0  # longest wait for a phase's outcomes before the run reports what it has
 RUN_LIMIT_SECONDS = 240.0
 HOP_RESULTS = RESULTS / "hop.json"
+PROCESS = "this_process"  # in the CPU figures: the referral service, with the agency's producer and reader
 
 
 # ------------------------------------------------------------------------------------------------ referrals
@@ -266,7 +268,6 @@ class Batch:
     size: int
     began: float
     committed: float
-    keys: list[str]
 
 
 @dataclass
@@ -281,6 +282,7 @@ class Probes:
     relay_passes: list[tuple[int, float]] = field(default_factory=list)  # (rows published, seconds)
     statements: Counter[str] = field(default_factory=Counter)
     statement_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    compiled: Counter[str] = field(default_factory=Counter)  # statements SQLAlchemy compiled afresh (no cache hit)
 
     def reset_counters(self) -> None:
         self.batches.clear()
@@ -288,6 +290,7 @@ class Probes:
         self.relay_passes.clear()
         self.statements.clear()
         self.statement_seconds.clear()
+        self.compiled.clear()
 
 
 _TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+([\w.\"]+)", re.IGNORECASE)
@@ -315,7 +318,7 @@ def instrument(runtime: Runtime, probes: Probes) -> None:
             probes.batch_began.setdefault(key, began)
         result = await run_batch(records, **options)  # returns once its transaction has committed
         committed = time.monotonic()
-        probes.batches.append(Batch(len(records), began, committed, keys))
+        probes.batches.append(Batch(len(records), began, committed))
         for key in keys:
             probes.committed[key] = committed
         return result
@@ -353,10 +356,12 @@ def instrument(runtime: Runtime, probes: Probes) -> None:
         connection.info["bench_began"] = time.monotonic()
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _after(connection: Connection, cursor: Any, statement: str, *_: Any) -> None:
+    def _after(connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, *_: Any) -> None:
         kind = statement_kind(statement)
         probes.statements[kind] += 1
         probes.statement_seconds[kind] += time.monotonic() - connection.info.pop("bench_began", time.monotonic())
+        if getattr(context, "cache_hit", None) is not CacheStats.CACHE_HIT:
+            probes.compiled[kind] += 1
 
 
 def stage_breakdown(ids: list[str], agency: Agency, probes: Probes) -> dict[str, dict[str, float]]:
@@ -383,6 +388,7 @@ def sql_per_referral(probes: Probes, referrals: int) -> list[dict[str, Any]]:
             "per_referral": round(count / max(1, referrals), 2),
             "ms_each": round(1000 * probes.statement_seconds[kind] / count, 3),
             "ms_per_referral": round(1000 * probes.statement_seconds[kind] / max(1, referrals), 3),
+            "compiled_per_referral": round(probes.compiled[kind] / max(1, referrals), 2),
         }
         for kind, count in probes.statements.items()
     ]
@@ -397,8 +403,6 @@ async def referral_service(stack: Stack) -> AsyncIterator[Runtime]:
     """The referral service in this process, as tests/support/services.py runs it, with its production settings."""
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")  # as the tests and bench.hop: no collector to send to
     os.environ.setdefault("LOG_LEVEL", "ERROR")  # rebalances at start-up are expected here
-    from services.referral.app import Settings, create_app
-
     settings = Settings(
         database_url=database_url("referral"), kafka_bootstrap=stack.bootstrap, auth_public_key_file=KEY_FILE
     )
@@ -409,17 +413,15 @@ async def referral_service(stack: Stack) -> AsyncIterator[Runtime]:
 
 def own_members() -> dict[str, int]:
     """Members this instance brings to each of its consumer groups: one per topic and one per retry topic."""
-    from services.referral.app import SUBSCRIPTIONS
-
     return {f"referral.{s.consumer}": 2 * len(s.topics) for s in SUBSCRIPTIONS}
 
 
 async def group_state(admin: AIOKafkaAdminClient, group: str) -> tuple[str, list[str]]:
-    """The group's state (Stable, PreparingRebalance, Empty...) and its members' client ids."""
+    """The group's state (Stable, PreparingRebalance, Empty...) and its members' ids."""
     try:
         (response,) = await admin.describe_consumer_groups([group])
         described = response.groups[0]
-        return str(described[2]), [str(member[1]) for member in described[5]]
+        return str(described[2]), [str(member[0]) for member in described[5]]
     except Exception as error:
         return f"unknown ({type(error).__name__})", []
 
@@ -430,12 +432,28 @@ async def others_gone(admin: AIOKafkaAdminClient, within: float) -> list[str]:
     while True:
         present = {group: (await group_state(admin, group))[1] for group in own_members()}
         if not any(present.values()) or time.monotonic() > deadline:
-            return [
-                f"{group}: {len(members)} member(s) {sorted(set(members))}"
-                for group, members in present.items()
-                if members
-            ]
+            return [f"{group}: {len(members)} member(s)" for group, members in present.items() if members]
         await asyncio.sleep(1)
+
+
+@contextlib.asynccontextmanager
+async def watching(admin: AIOKafkaAdminClient, group: str, foreign: set[str]) -> AsyncIterator[None]:
+    """Note in `foreign` every member that joins `group` while measuring, besides those it has at the start:
+    another referral instance (a test run on the same stack) that takes partitions, and referrals, from this one."""
+    own = set((await group_state(admin, group))[1])
+
+    async def watch() -> None:
+        while True:
+            foreign.update(set((await group_state(admin, group))[1]) - own)
+            await asyncio.sleep(1)
+
+    task = asyncio.create_task(watch(), name="group-watch")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def settled(admin: AIOKafkaAdminClient, within: float) -> list[str]:
@@ -480,7 +498,7 @@ async def warm_up(run: str, agency: Agency, probes: Probes, partitions: int) -> 
 async def intake_steady(run: str, agency: Agency, probes: Probes, per_second: float, seconds: float) -> dict[str, Any]:
     batch = messages(run, "steady", int(per_second * seconds))
     ids = [m.agency_referral_id for m in batch]
-    cpu = CpuMeter("bench_process")
+    cpu = CpuMeter(PROCESS)
     acks = []
     async for seq in paced(len(batch), per_second):
         acks.append(await agency.send(batch[seq]))
@@ -493,6 +511,7 @@ async def intake_steady(run: str, agency: Agency, probes: Probes, per_second: fl
         "rate_per_s": per_second,
         "seconds": seconds,
         "complete": complete,
+        "handled_elsewhere": sum(i in agency.read and i not in probes.committed for i in ids),
         "latency_ms": latency,
         "stages_ms": stage_breakdown(ids, agency, probes),
         "consumer_batch_mean": round(sum(b.size for b in probes.batches) / max(1, len(probes.batches)), 1),
@@ -513,7 +532,7 @@ async def intake_flat_out(
     """`count` referrals sent at once; referrals/s through the one instance until every outcome is read."""
     batch = messages(run, "flat", count)
     ids = [m.agency_referral_id for m in batch]
-    cpu = CpuMeter("bench_process")
+    cpu = CpuMeter(PROCESS)
     if profile:
         profile.enable()
     started = time.monotonic()
@@ -537,6 +556,7 @@ async def intake_flat_out(
         "referrals": count,
         "complete": complete,
         "outcomes_read": len(read),
+        "handled_elsewhere": sum(i in agency.read and i not in probes.committed for i in ids),
         "end_to_end_per_s": rate(len(read), max(read, default=started) - started),
         "agency_send_seconds": round(produced - started, 2),
         "consumer_per_s": rate(len(committed), consuming),
@@ -545,11 +565,11 @@ async def intake_flat_out(
         "consumer_transaction_share": round(in_transactions / consuming, 3) if consuming > 0 else 0.0,
         "transaction_ms_per_referral": round(1000 * in_transactions / max(1, len(committed)), 3),
         "handler_ms_per_referral": round(1000 * sum(handler) / max(1, len(handler)), 3),
-        "relay_rows_per_referral": round(relayed / max(1, len(committed)), 2),
+        "relay_rows_per_referral": round(relayed / max(1, len(handler)), 2),
         "relay_ms_per_row": round(1000 * sum(s for _, s in probes.relay_passes) / max(1, relayed), 3),
         "relay_rows_per_pass": round(relayed / max(1, len(probes.relay_passes)), 1),
         "latency_ms": latency_ms([agency.read[i] - agency.sent[i] for i in ids if i in agency.read]),
-        "sql_per_referral": sql_per_referral(probes, len(committed)),
+        "sql_per_referral": sql_per_referral(probes, len(handler)),
         "cores_busy": cores_busy,
     }
     print(f"  intake flat out: {throughput['end_to_end_per_s']:,.1f} referrals/s", flush=True)
@@ -624,12 +644,17 @@ def print_report(results: dict[str, Any]) -> None:
     )
     print("    cores busy: " + ", ".join(f"{name} {cores}" for name, cores in flat["cores_busy"].items()))
     sql = flat["sql_per_referral"]
-    total = sum(row["per_referral"] for row in sql if row["statement"] != "relay claim (outbox)")
-    print(f"    SQL statements per referral (~{total:.1f} in all, incl. the relay's), by time awaited:")
-    for row in sql[:12]:
+    count, awaited = sum(row["per_referral"] for row in sql), sum(row["ms_per_referral"] for row in sql)
+    compiled = sum(row["compiled_per_referral"] for row in sql)
+    print(
+        f"    SQL per referral (the service's and its relay's): {count:.1f} statements, {awaited:.2f} ms awaited, "
+        f"{compiled:.2f} compiled afresh (SQLAlchemy cache misses)"
+    )
+    for row in sql[:16]:
+        fresh = f"  ({row['compiled_per_referral']} compiled)" if row["compiled_per_referral"] else ""
         print(
             f"      {row['statement']:<32} {row['per_referral']:>6} x {row['ms_each']:>7.3f} ms"
-            f" = {row['ms_per_referral']:>7.3f} ms"
+            f" = {row['ms_per_referral']:>7.3f} ms{fresh}"
         )
     print("Ratios")
     print(
@@ -691,19 +716,30 @@ async def bench(options: argparse.Namespace, profile: cProfile.Profile | None) -
                 warmup = await warm_up(run, agency, probes, len(await agency.partitions(INGRESS)))
                 unsettled = await settled(admin, SETTLE_SECONDS)
                 warnings += [f"consumer group not settled before measuring: {u}" for u in unsettled]
-                steady = await intake_steady(run, agency, probes, options.rate, options.seconds)
-                throughput = await intake_flat_out(run, agency, probes, options.flat, profile)
-                unsettled = await settled(admin, 0)
-                warnings += [f"consumer group changed while measuring: {u}" for u in unsettled]
-            if agency.other_outcomes:
-                warnings.append(f"outcomes other than 'received': {dict(agency.other_outcomes)}")
+                foreign: set[str] = set()
+                async with watching(admin, INTAKE_GROUP, foreign):
+                    steady = await intake_steady(run, agency, probes, options.rate, options.seconds)
+                    throughput = await intake_flat_out(run, agency, probes, options.flat, profile)
+                if foreign:
+                    warnings.append(f"{len(foreign)} other member(s) joined {INTAKE_GROUP} while measuring")
             for name, part in (("steady", steady), ("flat-out", throughput)):
                 if not part["complete"]:
                     warnings.append(f"the {name} phase did not read every outcome within {WAIT_SECONDS:.0f} s")
+                if part["handled_elsewhere"]:
+                    warnings.append(
+                        f"{part['handled_elsewhere']} referrals of the {name} phase were taken in by another referral "
+                        "instance on this stack: the figures are not those of one instance; run again when it is quiet"
+                    )
+                busy = part["cores_busy"]
+                if busy.get("others", 0) > BUSY_OTHERS_CORES:
+                    warnings.append(
+                        f"other work kept {busy['others']} of {os.cpu_count()} cores busy during the {name} phase: "
+                        "the intake figures are pessimistic"
+                    )
+            if agency.other_outcomes:
+                warnings.append(f"outcomes other than 'received': {dict(agency.other_outcomes)}")
     finally:
         await admin.close()
-
-    from services.referral.app import Settings
 
     intake = {"backlog_at_start": backlog, "warmup": warmup, "steady": steady, "throughput": throughput}
     return {
