@@ -101,9 +101,9 @@ class Stack:
     @classmethod
     def from_env(cls) -> Stack:
         """The stack `deploy/local/stack.sh env` describes; the test stack's ports if nothing is exported."""
-        port = os.environ.get("PG_PORT", "56432")
+        port = os.environ.get("PG_PORT", "26432")
         return cls(
-            bootstrap=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:60092"),
+            bootstrap=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:30092"),
             database_url=f"postgresql+asyncpg://ctp_admin:ctp_admin@127.0.0.1:{port}/childrensteams",
         )
 
@@ -853,7 +853,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "stack": {"kafka": stack.bootstrap, "postgres_port": os.environ.get("PG_PORT", "56432")},
+        "stack": {"kafka": stack.bootstrap, "postgres_port": os.environ.get("PG_PORT", "26432")},
         "settings": {
             "partitions": PARTITIONS,
             "keys": KEYS,

@@ -684,7 +684,7 @@ async def bench(options: argparse.Namespace, profile: cProfile.Profile | None) -
     raw_topic = f"bench.raw.{run}"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"bench.intake on Kafka {stack.bootstrap}, PostgreSQL port {os.environ.get('PG_PORT', '56432')}; "
+        f"bench.intake on Kafka {stack.bootstrap}, PostgreSQL port {os.environ.get('PG_PORT', '26432')}; "
         f"run {run}; load {load}",
         flush=True,
     )
@@ -745,7 +745,7 @@ async def bench(options: argparse.Namespace, profile: cProfile.Profile | None) -
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "stack": {"kafka": stack.bootstrap, "postgres_port": os.environ.get("PG_PORT", "56432")},
+        "stack": {"kafka": stack.bootstrap, "postgres_port": os.environ.get("PG_PORT", "26432")},
         "settings": {
             "rate_per_s": options.rate,
             "seconds": options.seconds,

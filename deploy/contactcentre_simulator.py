@@ -90,7 +90,7 @@ def main() -> None:
     answer.add_argument("--never", action="store_true", help="read escalations and never acknowledge")
     parser.add_argument("--group", default="contact-centre-simulator", help="Kafka consumer group")
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:59092")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 
     async def run() -> None:
         stop = asyncio.Event()

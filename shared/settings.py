@@ -14,9 +14,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:59092", validation_alias="KAFKA_BOOTSTRAP")
+    kafka_bootstrap: str = Field(default="127.0.0.1:29092", validation_alias="KAFKA_BOOTSTRAP")
     # postgresql+asyncpg://<role>:<password>@host:port/childrensteams; the schema is the service name.
-    database_url: str = "postgresql+asyncpg://referral:referral@127.0.0.1:55432/childrensteams"
+    database_url: str = "postgresql+asyncpg://referral:referral@127.0.0.1:25432/childrensteams"
     database_pool_size: int = 10
 
     # Outbox relay: how many rows one pass publishes, and how long it sleeps when no NOTIFY wakes it.

@@ -89,7 +89,7 @@ def tracing_env(traced: bool) -> dict[str, str]:
     """Spans go to the test stack's Zipkin when a test wants to look at them, nowhere otherwise."""
     if not traced:
         return {"OTEL_TRACES_EXPORTER": "none"}
-    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:60411")
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:30411")
     return {
         "OTEL_TRACES_EXPORTER": "zipkin",
         "OTEL_EXPORTER_ZIPKIN_ENDPOINT": f"{zipkin}/api/v2/spans",

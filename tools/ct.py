@@ -39,7 +39,7 @@ STREAMS = [t.name for t in TOPICS if t.name.endswith(".events")] + ["agency.outc
 
 
 def bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:59092")
+    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 
 
 async def submit(path: Path, body: dict[str, Any], kind: str, agency: str, wait: bool) -> int:

@@ -7,5 +7,5 @@ SERVICES = ("referral", "panel", "assignment", "plans", "hub")
 
 def database_url(service: str) -> str:
     """Each service connects as its own role to its own schema (the stack creates role = schema = service name)."""
-    port = os.environ.get("PG_PORT", "55432")
+    port = os.environ.get("PG_PORT", "25432")
     return f"postgresql+asyncpg://{service}:{service}@127.0.0.1:{port}/childrensteams"

@@ -332,12 +332,12 @@ async def _acknowledged(platform: Platform, concern_id: str, as_hub: dict[str, s
 
 
 def zipkin_link(trace_id: str) -> str:
-    return f"{os.environ.get('ZIPKIN_URL', 'http://127.0.0.1:59411')}/zipkin/traces/{trace_id}"
+    return f"{os.environ.get('ZIPKIN_URL', 'http://127.0.0.1:29411')}/zipkin/traces/{trace_id}"
 
 
 async def demo(port_base: int) -> Journey:
     print("\nA child's journey through the Children's Teams platform (demo):")
-    journey = await play(port_base, os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:59092"))
+    journey = await play(port_base, os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092"))
     trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
     print(f"  outcomes the referrer received: {', '.join(journey.outcomes)}")
     print(f"  the journey's trace: {zipkin_link(journey.trace_id)}\n")
@@ -348,7 +348,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.local.demo")
     parser.add_argument("--port-base", type=int, default=8100)
     args = parser.parse_args()
-    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:29411")
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "zipkin")
     os.environ.setdefault("OTEL_EXPORTER_ZIPKIN_ENDPOINT", f"{zipkin}/api/v2/spans")
     setup_tracing("demo")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def service_env(service: str, port: int) -> dict[str, str]:
-    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:29411")
     _, public_key = ensure_dev_keys(ROOT / ".local" / "keys")
     return os.environ | {
         "PYTHONPATH": str(ROOT),
@@ -150,7 +150,7 @@ async def run(port_base: int, play_demo: bool = False) -> int:
 
 
 def _print_directory(urls: dict[str, str]) -> None:
-    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:29411")
     token = issue_token(
         subject="dev-hub-worker",
         agency="childrens-hub",
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="play one sample journey once the services are ready")
     args = parser.parse_args()
     if args.demo:
-        zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:59411")
+        zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:29411")
         os.environ.setdefault("OTEL_EXPORTER_ZIPKIN_ENDPOINT", f"{zipkin}/api/v2/spans")
         os.environ["OTEL_SERVICE_NAME"] = "demo"
         setup_tracing("demo")

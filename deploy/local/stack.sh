@@ -6,8 +6,8 @@
 #   [STACK=dev|test] deploy/local/stack.sh COMMAND
 #
 # Two stacks, so tests get their own broker and database beside a developer's:
-#   dev  (default): PostgreSQL 55432, Kafka 59092 (controller 59093), Zipkin 59411
-#   test          : PostgreSQL 56432, Kafka 60092 (controller 60093), Zipkin 60411
+#   dev  (default): PostgreSQL 25432, Kafka 29092 (controller 29093), Zipkin 29411
+#   test          : PostgreSQL 26432, Kafka 30092 (controller 30093), Zipkin 30411
 # Each port can be overridden with PG_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT, ZIPKIN_PORT.
 #
 # Files: .local/cache/{kafka-libs,zipkin} (shared by both stacks), and per stack
@@ -41,8 +41,8 @@ KAFKA_LIBS=$CACHE_DIR/kafka-libs
 ZIPKIN_JAR=$CACHE_DIR/zipkin/zipkin.jar
 
 # Ports, in this order: PostgreSQL, Kafka, Kafka controller, Zipkin.
-DEV_PORTS=(55432 59092 59093 59411)
-TEST_PORTS=(56432 60092 60093 60411)
+DEV_PORTS=(25432 29092 29093 29411)
+TEST_PORTS=(26432 30092 30093 30411)
 STACK=${STACK:-dev}
 case $STACK in
   dev) ports=("${DEV_PORTS[@]}") other_stack=test other_ports=("${TEST_PORTS[@]}") ;;

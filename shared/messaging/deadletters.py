@@ -108,7 +108,7 @@ def _dead_letter_topics() -> list[str]:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:59092")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
     topics = [args.topic] if args.topic else _dead_letter_topics()
     letters = [letter for topic in topics for letter in await read_dead_letters(bootstrap, topic)]
     if args.command == "list":

@@ -43,7 +43,9 @@ async def test_a_childs_whole_journey_across_five_processes_is_one_trace(tmp_pat
         output = log.read()
 
     assert launcher.returncode == 0, output[-3000:]
-    assert journey.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged"), journey.steps
+    assert journey.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged"), (
+        journey.steps
+    )
     for outcome in ("received", "accepted", "lead_professional_assigned", "case_closed"):
         assert outcome in journey.outcomes
     spans = await eventually(lambda: _trace_with_every_service(journey.trace_id), within=60)
@@ -61,7 +63,7 @@ async def _all_ready() -> bool:
 
 
 async def _trace_with_every_service(trace_id: str) -> list[dict[str, Any]] | None:
-    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:60411")
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:30411")
     async with httpx.AsyncClient(timeout=5) as client:
         response = await client.get(f"{zipkin}/api/v2/trace/{trace_id}")
     if response.status_code != 200:

@@ -49,7 +49,7 @@ async def test_event_written_through_the_outbox_is_handled_by_another_process_on
 
 
 async def _zipkin_trace(trace_id: str, services: set[str]) -> list[dict[str, Any]] | None:
-    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:60411")
+    zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:30411")
     async with httpx.AsyncClient(timeout=5) as client:
         response = await client.get(f"{zipkin}/api/v2/trace/{trace_id}")
     if response.status_code != 200:

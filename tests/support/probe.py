@@ -45,12 +45,12 @@ PROBE_DDL = [
 
 
 def database_url() -> str:
-    port = os.environ.get("PG_PORT", "56432")
+    port = os.environ.get("PG_PORT", "26432")
     return f"postgresql+asyncpg://ctp_admin:ctp_admin@127.0.0.1:{port}/childrensteams"
 
 
 def bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:60092")
+    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:30092")
 
 
 def ping(run: str, seq: int, key: str) -> Envelope:
