@@ -187,7 +187,10 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
                 "name": "Whaea Demo",
                 "agency": "education-moe",
             }
-            await platform.call("plans", "POST", f"/cases/{case_id}/members", as_lead, json=teacher)
+            # The plans service refuses anyone outside the family's consent until it has heard that consent.
+            await platform.until(
+                "the family's consent to reach the plans service", lambda: _join(platform, case_id, as_lead, teacher)
+            )
             await platform.call(
                 "plans",
                 "POST",
@@ -299,6 +302,13 @@ async def _outcome(
             journey.outcomes.append(body["outcome"])
             if body["outcome"] == wanted:
                 return body
+
+
+async def _join(platform: Platform, case_id: str, as_lead: dict[str, str], member: dict[str, str]) -> bool:
+    response = await platform.http["plans"].post(f"/cases/{case_id}/members", json=member, headers=as_lead)
+    if response.status_code not in (201, 409):
+        raise RuntimeError(f"plans POST /cases/{case_id}/members: {response.status_code} {response.text}")
+    return response.status_code == 201
 
 
 async def _queued(platform: Platform, referral_id: str) -> bool:

@@ -49,7 +49,8 @@ def _readable(service: str, line: str) -> str:
         return f"{service:<10} {line}"
     trace_id = record.get("trace_id")
     suffix = f"  trace={trace_id}" if trace_id else ""
-    return f"{service:<10} {record.get('level', ''):<7} {record.get('message', '')}{suffix}"
+    failure = f"\n{record['exc_info']}" if record.get("exc_info") else ""
+    return f"{service:<10} {record.get('level', ''):<7} {record.get('message', '')}{suffix}{failure}"
 
 
 async def _stream(service: str, stream: asyncio.StreamReader) -> None:

@@ -95,10 +95,19 @@ class ExitIn(BaseModel):
 
 
 async def _case(
-    session: AsyncSession, principal: Principal, case_id: str, *, action: str, lead_only: bool = False
+    session: AsyncSession,
+    principal: Principal,
+    case_id: str,
+    *,
+    action: str,
+    lead_only: bool = False,
+    lock: bool | None = None,
 ) -> Row[Any]:
-    """Load the case and decide, with a reason, whether this person may do this; the audit row records both."""
-    case = await storage.case(session, case_id=case_id)
+    """Load the case and decide, with a reason, whether this person may do this; the audit row records both.
+
+    Writes lock the case row first (then the plan or assessment), in that order everywhere; reads lock nothing.
+    """
+    case = await storage.case(session, case_id=case_id, for_update=lead_only if lock is None else lock)
     if case is None:
         await audited(
             session,
@@ -271,8 +280,8 @@ async def add_evidence(case_id: str, body: Evidence, request: Request, principal
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown assessment domain: {body.domain}")
 
     async def work(session: AsyncSession) -> dict[str, str]:
-        await _case(session, principal, case_id, action="add assessment evidence")
-        current = await storage.assessment(session, case_id=case_id)
+        await _case(session, principal, case_id, action="add assessment evidence", lock=True)
+        current = await storage.assessment(session, case_id=case_id, lock=True)
         if current is None or current.completed_at is not None:
             raise Refused(status_code=status.HTTP_409_CONFLICT, why="there is no assessment in progress")
         item = {"domain": body.domain, "evidence": body.evidence, "by": principal.subject, "agency": principal.agency}
@@ -452,10 +461,14 @@ async def complete_action(action_id: str, request: Request, principal: CurrentPr
 
     async def work(session: AsyncSession) -> dict[str, str]:
         action = await storage.action(session, action_id=action_id)
-        plan = await storage.plan(session, plan_id=action.plan_id) if action else None
+        plan = (
+            await storage.plan(session, plan_id=action.plan_id) if action else None
+        )  # no lock: the case is locked next
         if action is None or plan is None:
             raise Refused(status_code=status.HTTP_404_NOT_FOUND, why="no such action")
-        case = await _case(session, principal, plan.case_id, action="complete action")
+        case = await _case(session, principal, plan.case_id, action="complete action", lock=True)
+        action = await storage.action(session, action_id=action_id, lock=True)  # re-read under the case's lock
+        assert action is not None
         if principal.subject not in (action.owner_member_id, case.lead_practitioner_id):
             raise Refused(
                 status_code=status.HTTP_403_FORBIDDEN, why="only the action's owner or the lead marks it done"

@@ -193,11 +193,13 @@ async def link_concern(session: AsyncSession, envelope: Envelope) -> None:
 async def record_panel_review(session: AsyncSession, envelope: Envelope) -> None:
     reviewed = envelope.event
     assert isinstance(reviewed, PlanReviewRecorded)
-    plan = await storage.plan(session, plan_id=reviewed.plan_id)
-    if plan is None or plan.status != "submitted":
+    found = await storage.plan(session, plan_id=reviewed.plan_id)
+    if found is None:
         return
-    case = await storage.case(session, case_id=plan.case_id)
-    assert case is not None
+    case = await storage.case(session, case_id=found.case_id)  # the case first, as the routes lock it
+    plan = await storage.plan(session, plan_id=reviewed.plan_id, lock=True)
+    if case is None or plan is None or plan.status != "submitted":
+        return
     advice = [*plan.panel_advice, {"outcome": reviewed.outcome, "advice": reviewed.advice}]
     if reviewed.outcome is PlanReviewOutcome.ENDORSED:
         await storage.set_plan(

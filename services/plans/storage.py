@@ -210,10 +210,9 @@ async def put_consent(
     )
 
 
-async def assessment(session: AsyncSession, *, case_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(select(assessments).where(assessments.c.case_id == case_id).with_for_update())
-    ).first()
+async def assessment(session: AsyncSession, *, case_id: str, lock: bool = False) -> Row[Any] | None:
+    query = select(assessments).where(assessments.c.case_id == case_id)
+    return (await session.execute(query.with_for_update() if lock else query)).first()
 
 
 async def put_assessment(session: AsyncSession, *, case_id: str, content: dict[str, Any]) -> None:
@@ -227,12 +226,9 @@ async def add_evidence(session: AsyncSession, *, case_id: str, evidence: list[di
     await session.execute(update(assessments).where(assessments.c.case_id == case_id).values(evidence=evidence))
 
 
-async def active_plan(session: AsyncSession, *, case_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            select(plans).where(plans.c.case_id == case_id, plans.c.status != "closed").with_for_update()
-        )
-    ).first()
+async def active_plan(session: AsyncSession, *, case_id: str, lock: bool = False) -> Row[Any] | None:
+    query = select(plans).where(plans.c.case_id == case_id, plans.c.status != "closed")
+    return (await session.execute(query.with_for_update() if lock else query)).first()
 
 
 async def add_plan(session: AsyncSession, **values: Any) -> None:
@@ -243,8 +239,9 @@ async def set_plan(session: AsyncSession, *, plan_id: str, **values: Any) -> Non
     await session.execute(update(plans).where(plans.c.plan_id == plan_id).values(**values))
 
 
-async def plan(session: AsyncSession, *, plan_id: str) -> Row[Any] | None:
-    return (await session.execute(select(plans).where(plans.c.plan_id == plan_id).with_for_update())).first()
+async def plan(session: AsyncSession, *, plan_id: str, lock: bool = False) -> Row[Any] | None:
+    query = select(plans).where(plans.c.plan_id == plan_id)
+    return (await session.execute(query.with_for_update() if lock else query)).first()
 
 
 async def add_goal(session: AsyncSession, **values: Any) -> None:
@@ -264,8 +261,9 @@ async def actions_of(session: AsyncSession, *, plan_id: str) -> list[Row[Any]]:
     return list(await session.execute(select(actions).where(actions.c.plan_id == plan_id).order_by(actions.c.due_on)))
 
 
-async def action(session: AsyncSession, *, action_id: str) -> Row[Any] | None:
-    return (await session.execute(select(actions).where(actions.c.action_id == action_id).with_for_update())).first()
+async def action(session: AsyncSession, *, action_id: str, lock: bool = False) -> Row[Any] | None:
+    query = select(actions).where(actions.c.action_id == action_id)
+    return (await session.execute(query.with_for_update() if lock else query)).first()
 
 
 async def set_action(session: AsyncSession, *, action_id: str, **values: Any) -> None:

@@ -30,17 +30,22 @@ async def test_a_childs_whole_journey_across_five_processes_is_one_trace(tmp_pat
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    failure: Exception | None = None
     try:
         await eventually(_all_ready, within=120)
         os.environ.update(tracing_env(traced=True))
         provider = setup_tracing("tests")
         journey = await play(PORT_BASE, kafka_bootstrap, echo=lambda _: None)
         provider.force_flush()
+    except Exception as error:
+        failure = error
     finally:
         launcher.send_signal(signal.SIGINT)
         launcher.wait(timeout=60)
         log.seek(0)
         output = log.read()
+    if failure is not None:
+        raise AssertionError(f"the journey failed; the services said:\n{output[-6000:]}") from failure
 
     assert launcher.returncode == 0, output[-3000:]
     assert journey.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged"), (

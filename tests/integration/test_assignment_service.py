@@ -269,7 +269,7 @@ async def test_a_reassignment_keeps_the_previous_lead_and_reason_and_frees_their
     leads: TopicReader,
 ) -> None:
     leaving = await add_practitioner(services)
-    successor = await add_practitioner(services)
+    successor = await add_practitioner(services, needs=["education"])  # scores below the first lead
     _, _, child_id = await refer_and_accept(
         agency, outcomes, panel_service, involved_practitioners=involved(leaving, successor)
     )

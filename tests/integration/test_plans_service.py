@@ -65,6 +65,12 @@ def everything(
     return {"panel": panel_service, "assignment": assignment_service, "plans": plans_service}
 
 
+async def consent_heard(plans: RunningService, child_id: str) -> bool:
+    """The plans service has heard the family's consent (it arrives on another topic than the lead's assignment)."""
+    async with plans.runtime.sessions() as session:
+        return bool(await session.scalar(text("SELECT 1 FROM consents WHERE child_id = :id"), {"id": child_id}))
+
+
 async def assigned_child(
     services: dict[str, RunningService],
     agency: AgencySystem,
@@ -109,6 +115,8 @@ async def assigned_child(
         f"/proposals/{proposed.event.proposal_id}/confirm", headers=manager
     )
     assert confirmed.status_code == 200
+    # Until the plans service has heard the family's consent it refuses anyone outside it (privacy by default).
+    await eventually(lambda: consent_heard(services["plans"], child_id))
     return referral, child_id, lead, bearer(lead, "oranga-tamariki", "lead_professional")
 
 
