@@ -68,3 +68,4 @@ bench: venv
 	$(MAKE) --no-print-directory setup STACK=test
 	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.hop
 	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.intake
+	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.escalation

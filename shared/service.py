@@ -130,7 +130,9 @@ async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await runtime.broker.stop()
+        # A consumer caught mid-rebalance can take long to leave its group; never let shutdown hang on it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.broker.stop(), 30)
         await runtime.engine.dispose()
 
 

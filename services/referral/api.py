@@ -9,9 +9,10 @@ from fastapi import APIRouter, Header, Request, status
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.referral import storage
+from services.referral import handlers, storage
 from services.referral.domain import ConsentState, ReferralAccess, may_read_referral
 from shared.access import audited, in_transaction
+from shared.events.agency import Consent
 from shared.security import CurrentPrincipal
 from shared.service import runtime_of
 
@@ -80,7 +81,10 @@ async def read_referral(
             session,
             principal,
             allowed=row is not None
-            and may_read_referral(principal, ReferralAccess(agency=row.agency, referrer_id=row.referrer["id"])),
+            and may_read_referral(
+                principal,
+                ReferralAccess(agency=row.agency, referrer_id=row.referrer["id"], lead_id=row.lead_practitioner_id),
+            ),
             action="read referral",
             purpose=purpose,
             child_id=row.child_id if row else None,
@@ -122,3 +126,41 @@ def _view(row: Any, child: Any, consent: ConsentState | None) -> ReferralView:
         if consent
         else None,
     )
+
+
+class ConsentChange(BaseModel):
+    consent: Consent
+    withdraw_all_sharing: bool = False
+
+
+@router.put("/referrals/{referral_id}/consent", responses={403: {}, 404: {}})
+async def change_consent(
+    referral_id: str, body: ConsentChange, request: Request, principal: CurrentPrincipal
+) -> ConsentView:
+    """The child's lead professional records the family's changed consent; anything taken away is published at once
+    as a withdrawal, so other services stop sharing."""
+
+    async def work(session: AsyncSession) -> ConsentView:
+        row = await storage.referral(session, referral_id=referral_id, for_update=True)
+        await audited(
+            session,
+            principal,
+            allowed=row is not None and principal.subject == row.lead_practitioner_id,
+            action="change consent",
+            purpose="consent",
+            child_id=row.child_id if row else None,
+            why="only the child's lead professional records consent changes here",
+            detail={"referral_id": referral_id},
+            refuse_with=status.HTTP_403_FORBIDDEN if row else status.HTTP_404_NOT_FOUND,
+        )
+        assert row is not None
+        state = await handlers.change_consent_for_lead(
+            session, row, body.consent, withdraw_all_sharing=body.withdraw_all_sharing, by=principal.subject
+        )
+        return ConsentView(
+            version=state.version,
+            participation=state.participation,
+            sharing=[{"agency": a, "purposes": sorted(p)} for a, p in state.sharing],
+        )
+
+    return await in_transaction(runtime_of(request.app).sessions, work)

@@ -267,11 +267,15 @@ def consent_change(
 class ReferralAccess:
     agency: str
     referrer_id: str
+    lead_id: str | None = None
 
 
 def may_read_referral(principal: Principal, referral: ReferralAccess) -> bool:
-    """Panel members review every referral; auditors check access; a referrer sees the referrals they made."""
+    """Panel members review every referral; auditors check access; the child's assigned lead professional sees it;
+    a referrer sees the referrals they made."""
     if principal.has_role("panel_member", "auditor"):
+        return True
+    if referral.lead_id is not None and principal.subject == referral.lead_id:
         return True
     return principal.has_role("referrer") and (principal.subject, principal.agency) == (
         referral.referrer_id,

@@ -91,12 +91,19 @@ def register_decisions(consumer: Consumer) -> None:
     consumer.handles(CaseClosed)(record_case_closed)
 
 
-async def publish(session: AsyncSession, cause: Envelope, event: Event, *, topic: str, subject: str) -> None:
-    await add_to_outbox(session, cause.caused(event, source=SOURCE, subject=subject), topic=topic)
+async def publish(session: AsyncSession, cause: Envelope | None, event: Event, *, topic: str, subject: str) -> None:
+    """Publish what `cause` led to (same journey); a change a person made over HTTP has no cause event."""
+    envelope = cause.caused(event, source=SOURCE, subject=subject) if cause else Envelope(event, SOURCE, subject)
+    await add_to_outbox(session, envelope, topic=topic)
 
 
 async def tell_agency(
-    session: AsyncSession, cause: Envelope, agency: str, agency_referral_id: str, outcome: Outcome, **details: Any
+    session: AsyncSession,
+    cause: Envelope | None,
+    agency: str,
+    agency_referral_id: str,
+    outcome: Outcome,
+    **details: Any,
 ) -> None:
     event = ReferralOutcome(agency=agency, agency_referral_id=agency_referral_id, outcome=outcome, **details)
     await publish(session, cause, event, topic=OUTCOMES, subject=agency_referral_id)
@@ -393,7 +400,7 @@ async def _link_siblings(session: AsyncSession, envelope: Envelope, child_id: st
 
 async def _apply_consent(
     session: AsyncSession,
-    envelope: Envelope,
+    envelope: Envelope | None,
     child_id: str,
     referral_id: str,
     consent: Consent,
@@ -450,6 +457,24 @@ async def change_consent(session: AsyncSession, envelope: Envelope) -> None:
         await _withdraw(session, envelope, row, reason="family_declined")
 
 
+async def change_consent_for_lead(
+    session: AsyncSession, row: Row[Any], consent: Consent, *, withdraw_all_sharing: bool, by: str
+) -> ConsentState:
+    """The lead professional records the family's changed consent (HTTP); a withdrawal is published at once."""
+    state = await _apply_consent(
+        session,
+        None,
+        row.child_id,
+        row.referral_id,
+        consent,
+        recorded_by=by,
+        withdraw_all_sharing=withdraw_all_sharing,
+    )
+    if state.participation.value == "no" and row.status in OPEN_STATUSES:
+        await _withdraw(session, None, row, reason="family_declined")
+    return state
+
+
 async def withdraw_referral(session: AsyncSession, envelope: Envelope) -> None:
     withdrawal = envelope.event
     assert isinstance(withdrawal, ReferralWithdrawnByAgency)
@@ -464,7 +489,7 @@ async def withdraw_referral(session: AsyncSession, envelope: Envelope) -> None:
     await _withdraw(session, envelope, row, reason=withdrawal.reason)
 
 
-async def _withdraw(session: AsyncSession, envelope: Envelope, row: Row[Any], *, reason: str) -> None:
+async def _withdraw(session: AsyncSession, envelope: Envelope | None, row: Row[Any], *, reason: str) -> None:
     try:
         status = withdrawn(ReferralStatus(row.status))
     except NotAllowed as refusal:
@@ -546,7 +571,12 @@ async def record_lead_assigned(session: AsyncSession, envelope: Envelope) -> Non
         raise PermanentError("a lead was assigned for a referral this service never issued")
     if row.status in (ReferralStatus.WITHDRAWN, ReferralStatus.CLOSED):
         return
-    await storage.set_status(session, referral_id=row.referral_id, status=ReferralStatus.LEAD_ASSIGNED)
+    await storage.set_status(
+        session,
+        referral_id=row.referral_id,
+        status=ReferralStatus.LEAD_ASSIGNED,
+        lead_practitioner_id=assigned.practitioner_id,
+    )
     await tell_agency(
         session,
         envelope,

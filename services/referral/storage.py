@@ -69,6 +69,7 @@ referrals = Table(
     Column("siblings", JSONB, nullable=False),
     Column("involved_practitioners", JSONB, nullable=False),
     Column("preferred_practitioner", JSONB),
+    Column("lead_practitioner_id", Text),  # the child's assigned lead professional, who may read and act on consent
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("agency", "agency_referral_id"),
 )
@@ -276,9 +277,11 @@ async def referral_by_agency_id(session: AsyncSession, *, agency: str, agency_re
     ).first()
 
 
-async def set_status(session: AsyncSession, *, referral_id: str, status: ReferralStatus) -> None:
+async def set_status(session: AsyncSession, *, referral_id: str, status: ReferralStatus, **values: Any) -> None:
     await session.execute(
-        update(referrals).where(referrals.c.referral_id == referral_id).values(status=status, updated_at=func.now())
+        update(referrals)
+        .where(referrals.c.referral_id == referral_id)
+        .values(status=status, updated_at=func.now(), **values)
     )
 
 

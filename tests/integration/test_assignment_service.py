@@ -13,7 +13,7 @@ from sqlalchemy import text
 from services.assignment.handlers import PROPOSAL_DEADLINE
 from shared.events.agency import ConsentChanged
 from shared.events.assignment import LeadAssigned, LeadDeclined, LeadProposed
-from shared.events.referral import Outcome, ReferralOutcome
+from shared.events.referral import ConsentWithdrawn, Outcome, ReferralOutcome
 from tests.conftest import eventually
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.referrals import make_referral
@@ -299,3 +299,39 @@ async def test_a_reassignment_keeps_the_previous_lead_and_reason_and_frees_their
     )
     directory = {p["practitioner_id"]: p for p in (await services.api.get("/practitioners", headers=ADMIN)).json()}
     assert (directory[leaving]["caseload"], directory[successor]["caseload"]) == (0, 1)
+
+
+async def test_the_assigned_lead_reads_the_referral_and_records_a_consent_withdrawal(
+    services: RunningService,
+    referral_service: RunningService,
+    panel_service: RunningService,
+    agency: AgencySystem,
+    outcomes: TopicReader,
+    leads: TopicReader,
+    kafka_bootstrap: str,
+) -> None:
+    lead = await add_practitioner(services)
+    referral, referral_id, child_id = await refer_and_accept(
+        agency, outcomes, panel_service, involved_practitioners=involved(lead)
+    )
+    [proposed] = await leads.events(LeadProposed, lambda e: e.subject == child_id)
+    assert (
+        await services.api.post(f"/proposals/{proposed.event.proposal_id}/confirm", headers=manager_of(lead))
+    ).status_code == 200
+    as_lead = bearer(lead, "health-nz", "lead_professional")
+
+    async def readable() -> bool:
+        return (await referral_service.api.get(f"/referrals/{referral_id}", headers=as_lead)).status_code == 200
+
+    await eventually(readable)  # once the referral service has heard who the lead is
+    withdrawn = {"consent": referral.consent.model_dump(mode="json") | {"share_with": []}}
+    other = bearer("someone-else", "health-nz", "lead_professional")
+    assert (
+        await referral_service.api.put(f"/referrals/{referral_id}/consent", json=withdrawn, headers=other)
+    ).status_code == 403
+    async with TopicReader(kafka_bootstrap, "referral.events") as stream:
+        changed = await referral_service.api.put(f"/referrals/{referral_id}/consent", json=withdrawn, headers=as_lead)
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["sharing"] == []
+        [published] = await stream.events(ConsentWithdrawn, lambda e: e.subject == child_id)
+    assert published.event.sharing == []

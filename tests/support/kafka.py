@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -46,9 +47,9 @@ class TopicReader:
         self.seen: list[tuple[dict[str, str], Envelope | None]] = []
 
     async def __aenter__(self) -> TopicReader:
-        await self.consumer.start()
+        await asyncio.wait_for(self.consumer.start(), 60)
         partitions = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(partitions)
+        ends = await asyncio.wait_for(self.consumer.end_offsets(partitions), 60)
         for partition in partitions:
             self.consumer.seek(partition, ends[partition])
         return self
@@ -56,7 +57,8 @@ class TopicReader:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        await self.consumer.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.consumer.stop(), 30)
 
     async def _poll(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=200)
