@@ -154,8 +154,8 @@ async def change_consent(
             refuse_with=status.HTTP_403_FORBIDDEN if row else status.HTTP_404_NOT_FOUND,
         )
         assert row is not None
-        state = await handlers.change_consent_for_lead(
-            session, row, body.consent, withdraw_all_sharing=body.withdraw_all_sharing, by=principal.subject
+        state = await handlers.record_consent_change(
+            session, None, row, body.consent, withdraw_all_sharing=body.withdraw_all_sharing, by=principal.subject
         )
         return ConsentView(
             version=state.version,

@@ -444,26 +444,30 @@ async def change_consent(session: AsyncSession, envelope: Envelope) -> None:
         child_id=row.child_id,
         purpose="consent",
     )
-    state = await _apply_consent(
+    await record_consent_change(
         session,
         envelope,
-        row.child_id,
-        row.referral_id,
+        row,
         change.consent,
-        recorded_by=change.agency,
         withdraw_all_sharing=change.withdraw_all_sharing,
+        by=change.agency,
     )
-    if state.participation.value == "no" and row.status in OPEN_STATUSES:
-        await _withdraw(session, envelope, row, reason="family_declined")
 
 
-async def change_consent_for_lead(
-    session: AsyncSession, row: Row[Any], consent: Consent, *, withdraw_all_sharing: bool, by: str
+async def record_consent_change(
+    session: AsyncSession,
+    cause: Envelope | None,
+    row: Row[Any],
+    consent: Consent,
+    *,
+    withdraw_all_sharing: bool,
+    by: str,
 ) -> ConsentState:
-    """The lead professional records the family's changed consent (HTTP); a withdrawal is published at once."""
+    """A changed consent, from the referring agency's system or from the lead professional over HTTP (no cause event).
+    A withdrawal is published at once; a family that no longer takes part withdraws an open referral."""
     state = await _apply_consent(
         session,
-        None,
+        cause,
         row.child_id,
         row.referral_id,
         consent,
@@ -471,7 +475,7 @@ async def change_consent_for_lead(
         withdraw_all_sharing=withdraw_all_sharing,
     )
     if state.participation.value == "no" and row.status in OPEN_STATUSES:
-        await _withdraw(session, None, row, reason="family_declined")
+        await _withdraw(session, cause, row, reason="family_declined")
     return state
 
 
