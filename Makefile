@@ -58,7 +58,11 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(MAKE) --no-print-directory setup STACK=test
-	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q
+	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q \
+		--deselect tests/integration/test_hub_service.py
+	# The hub's in-process tests run in a process of their own: after the other modules' in-process services, one of
+	# them has hung on an await with no timeout in two of five runs (not yet explained; see the closing note).
+	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q tests/integration/test_hub_service.py
 
 # The integrators' contract, generated from the event catalogue; a unit test fails when it drifts from the code.
 docs: venv
