@@ -81,7 +81,7 @@ class Matcher:
             sibling_group_id=received.sibling_group_id,
             locality=received.locality,
             iwi_affiliated=received.iwi_affiliated,
-            involved_practitioner_ids=received.involved_practitioner_ids,
+            involved_practitioner_ids=[p.practitioner_id for p in received.involved_practitioners],
             preferred_practitioner_id=received.preferred_practitioner_id,
             participation=received.participation,
             correlation_id=envelope.correlation_id,

@@ -190,6 +190,12 @@ async def _case_view(session: AsyncSession, case: Row[Any]) -> dict[str, Any]:
             {k: m._mapping[k] for k in ("member_id", "kind", "name", "agency", "role", "legal_basis")}
             for m in await storage.current_members(session, case_id=case.case_id)
         ],
+        # Named by the referral but not yet in the network: their agency is outside the family's consent.
+        "waiting_for_consent": [
+            {"practitioner_id": p.practitioner_id, "agency": p.agency, "role": p.role}
+            for p in await storage.referred_practitioners_of(session, referral_id=case.referral_id)
+            if not p.joined_case_id
+        ],
         "assessment": dict(assessment._mapping["assessment"]) if assessment else None,
         "assessment_completed": bool(assessment and assessment.completed_at),
         "plan": None

@@ -29,7 +29,7 @@ from shared.events.plans import (
     PlanEndorsed,
     PlanReviewOverdue,
 )
-from shared.events.referral import ConsentRecorded
+from shared.events.referral import ConsentRecorded, ReferralReceived
 from shared.messaging.consumer import Consumer, Handler
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import add_to_outbox
@@ -76,6 +76,7 @@ def with_timeline(handler: Handler) -> Handler:
 def register(consumer: Consumer) -> None:
     """The events the plans service handles, in one place; every other event about a child goes on its timeline."""
     specific: dict[type[Event], Handler] = {
+        ReferralReceived: note_referred_practitioners,
         LeadAssigned: open_or_change_lead,
         PlanReviewRecorded: record_panel_review,
         ConcernScreened: link_concern,
@@ -101,6 +102,59 @@ async def note_consent(session: AsyncSession, envelope: Envelope) -> None:
         agencies=sorted({s.agency for s in consent.sharing}),
         version=consent.version,
     )
+    case = await storage.open_case(session, child_id=consent.child_id)
+    if case is not None:
+        await join_referred_practitioners(session, case)
+
+
+async def note_referred_practitioners(session: AsyncSession, envelope: Envelope) -> None:
+    """The practitioners a referral names are kept until the child's case opens, then join its Action Network."""
+    received = envelope.event
+    assert isinstance(received, ReferralReceived)
+    await storage.add_referred_practitioners(
+        session,
+        referral_id=received.referral_id,
+        rows=[p.model_dump(include={"practitioner_id", "agency", "role"}) for p in received.involved_practitioners],
+    )
+    case = await storage.open_case(session, child_id=received.child_id)
+    if case is not None and case.referral_id == received.referral_id:
+        await join_referred_practitioners(session, case)
+
+
+async def join_referred_practitioners(session: AsyncSession, case: Row[Any]) -> None:
+    """Bring the referral's practitioners into the Action Network once the family's consent covers their agency; the
+    others wait (the lead can add one with a recorded legal basis)."""
+    consented = await storage.consented_agencies(session, child_id=case.child_id)
+    members = {m.member_id for m in await storage.current_members(session, case_id=case.case_id)}
+    for practitioner in await storage.referred_practitioners_of(session, referral_id=case.referral_id):
+        already = practitioner.practitioner_id in members  # the lead, say
+        if practitioner.joined_case_id or not (already or practitioner.agency in consented):
+            continue
+        await storage.set_referred_joined(
+            session, referral_id=case.referral_id, practitioner_id=practitioner.practitioner_id, case_id=case.case_id
+        )
+        if already:
+            continue
+        await storage.add_member(
+            session,
+            case_id=case.case_id,
+            member_id=practitioner.practitioner_id,
+            kind="practitioner",
+            agency=practitioner.agency,
+            role=practitioner.role,
+        )
+        await publish(
+            session,
+            case,
+            MemberJoined(
+                case_id=case.case_id,
+                child_id=case.child_id,
+                member_id=practitioner.practitioner_id,
+                kind="practitioner",
+                agency=practitioner.agency,
+                legal_basis=None,
+            ),
+        )
 
 
 async def open_or_change_lead(session: AsyncSession, envelope: Envelope) -> None:
@@ -163,6 +217,7 @@ async def open_or_change_lead(session: AsyncSession, envelope: Envelope) -> None
             legal_basis=None,
         ),
     )
+    await join_referred_practitioners(session, case)
 
 
 async def link_concern(session: AsyncSession, envelope: Envelope) -> None:

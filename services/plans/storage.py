@@ -45,6 +45,18 @@ members = Table(
     Column("left_at", DateTime(timezone=True)),
 )
 
+# Practitioners the referral named as already working with the child: they join the Action Network once the family's
+# consent covers their agency (once only: a lead who later removes one is not overruled).
+referred_practitioners = Table(
+    "referred_practitioners",
+    metadata,
+    Column("referral_id", Text, primary_key=True),
+    Column("practitioner_id", Text, primary_key=True),
+    Column("agency", Text),
+    Column("role", Text, nullable=False),
+    Column("joined_case_id", Text),
+)
+
 consents = Table(
     "consents",
     metadata,
@@ -185,6 +197,35 @@ async def current_members(session: AsyncSession, *, case_id: str) -> list[Row[An
 
 def as_members(rows: list[Row[Any]]) -> list[Member]:
     return [Member(r.member_id, r.kind, r.agency, r.legal_basis) for r in rows]
+
+
+async def add_referred_practitioners(session: AsyncSession, *, referral_id: str, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(
+            insert(referred_practitioners)
+            .values([{"referral_id": referral_id, **r} for r in rows])
+            .on_conflict_do_nothing()
+        )
+
+
+async def referred_practitioners_of(session: AsyncSession, *, referral_id: str) -> list[Row[Any]]:
+    rows = await session.execute(
+        select(referred_practitioners)
+        .where(referred_practitioners.c.referral_id == referral_id)
+        .order_by(referred_practitioners.c.practitioner_id)
+    )
+    return list(rows)
+
+
+async def set_referred_joined(session: AsyncSession, *, referral_id: str, practitioner_id: str, case_id: str) -> None:
+    await session.execute(
+        update(referred_practitioners)
+        .where(
+            referred_practitioners.c.referral_id == referral_id,
+            referred_practitioners.c.practitioner_id == practitioner_id,
+        )
+        .values(joined_case_id=case_id)
+    )
 
 
 async def consented_agencies(session: AsyncSession, *, child_id: str) -> frozenset[str]:

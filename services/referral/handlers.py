@@ -50,6 +50,7 @@ from shared.events.referral import (
     ConsentRecorded,
     ConsentUpdated,
     ConsentWithdrawn,
+    InvolvedPractitioner,
     Outcome,
     Problem,
     ReferralInformationProvided,
@@ -199,7 +200,10 @@ async def receive_referral(session: AsyncSession, envelope: Envelope) -> None:
             preferred_practitioner_id=referral.preferred_practitioner.practitioner_id
             if referral.preferred_practitioner
             else None,
-            involved_practitioner_ids=[p.id for p in referral.involved_practitioners],
+            involved_practitioners=[
+                InvolvedPractitioner(practitioner_id=p.id, agency=p.agency, role=p.role)
+                for p in referral.involved_practitioners
+            ],
             locality=referral.child.locality,
             iwi_affiliated=bool(referral.child.iwi),
         ),

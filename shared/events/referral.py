@@ -23,6 +23,15 @@ class Problem(BaseModel):
     problem: str
 
 
+class InvolvedPractitioner(BaseModel):
+    """A practitioner already working with the child or whānau: who, their agency and role (no name or contact)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    practitioner_id: str
+    agency: str | None
+    role: str
+
+
 class Sharing(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     agency: str
@@ -74,7 +83,7 @@ class ReferralReceived(Event):
     sibling_group_id: str
     family_preference: bool = Field(description="the family named a preferred practitioner")
     preferred_practitioner_id: str | None = None
-    involved_practitioner_ids: list[str] = Field(
+    involved_practitioners: list[InvolvedPractitioner] = Field(
         default=[], description="practitioners already working with the child or whānau (an existing relationship)"
     )
     locality: str | None = None

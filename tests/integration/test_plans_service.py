@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.plans.handlers import ACTION_DUE
+from services.plans.handlers import ACTION_DUE, REVIEW_DUE
 from shared.events.agency import ConsentChanged
 from shared.events.assignment import LeadProposed
 from shared.events.hub import ConcernScreened
@@ -24,6 +24,7 @@ from shared.events.plans import (
     ConcernLinked,
     ImplementationStarted,
     PlanEndorsed,
+    PlanReviewOverdue,
     PlanSubmittedForReview,
     ReviewRecorded,
 )
@@ -90,7 +91,11 @@ async def assigned_child(
     }
     assert (await services["assignment"].api.put(f"/practitioners/{lead}", json=body, headers=ADMIN)).status_code == 200
     referral = make_referral(
-        involved_practitioners=[{"id": lead, "name": "Lead", "role": "social worker", "agency": "oranga-tamariki"}],
+        involved_practitioners=[
+            {"id": lead, "name": "Lead", "role": "social worker", "agency": "oranga-tamariki"},
+            {"id": f"counsellor-{lead}", "name": "Counsellor", "role": "school counsellor", "agency": "education-moe"},
+            {"id": f"nurse-{lead}", "name": "Nurse", "role": "public health nurse", "agency": "health-nz"},
+        ],
         **overrides,
     )
     async with TopicReader(kafka_bootstrap, "assignment.events") as leads:
@@ -134,7 +139,16 @@ async def test_a_childs_journey_from_assigned_lead_to_a_celebrated_exit(
     case_id = opened.event.case_id
     case = (await plans.api.get(f"/cases/{case_id}", headers=as_lead)).json()
     assert case["stage"] == "assess"
-    assert {m["kind"] for m in case["members"]} == {"child", "lead"}
+    # The referral's practitioners join the network when the family's consent covers their agency (the school
+    # counsellor); the nurse's agency is outside it, so she waits until consent or a recorded legal basis lets her in.
+    assert {(m["member_id"], m["kind"]) for m in case["members"]} == {
+        (f"child:{child_id}", "child"),
+        (lead, "lead"),
+        (f"counsellor-{lead}", "practitioner"),
+    }
+    assert case["waiting_for_consent"] == [
+        {"practitioner_id": f"nurse-{lead}", "agency": "health-nz", "role": "public health nurse"}
+    ]
 
     teacher = {
         "member_id": f"teacher-{case_id[:6]}",
@@ -305,7 +319,7 @@ async def test_withdrawn_consent_stops_an_out_of_scope_member_seeing_the_child_a
     assert (teacher["member_id"], "read case refused") in [tuple(r) for r in rows]
 
 
-async def test_an_overdue_action_is_raised_once_even_when_an_instance_dies_mid_step(
+async def test_overdue_actions_and_reviews_are_raised_once_even_when_an_instance_dies_mid_step(
     everything: dict[str, RunningService],
     agency: AgencySystem,
     outcomes: TopicReader,
@@ -370,6 +384,24 @@ async def test_an_overdue_action_is_raised_once_even_when_an_instance_dies_mid_s
             {"type": ActionOverdue.ce_type, "id": action_id},
         )
     assert raised == 1
+
+    # The review date passes too: the lead and their manager are told, once.
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE timers SET due_at = now() - interval '1 minute' WHERE kind = :kind AND key = :id"),
+            {"kind": REVIEW_DUE, "id": case_id},
+        )
+    [late] = await plan_events.events(PlanReviewOverdue, lambda e: e.subject == child_id)
+    assert (late.event.case_id, late.event.lead_practitioner_id, late.event.lead_manager_id) == (
+        case_id,
+        lead,
+        f"mgr-{lead}",
+    )
+    async with sessions() as session:
+        states = await session.scalars(
+            text("SELECT state FROM timers WHERE kind = :kind AND key = :id"), {"kind": REVIEW_DUE, "id": case_id}
+        )
+        assert list(states) == ["fired"]
 
 
 async def test_a_concern_about_a_child_with_an_open_case_is_linked_and_the_lead_told_once(
