@@ -110,7 +110,13 @@ class Platform:
             await asyncio.sleep(0.2)
 
 
-async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = print) -> Journey:
+async def play(
+    port_base: int,
+    bootstrap: str,
+    echo: Callable[[str], None] = print,
+    after_step: Callable[[str], Awaitable[None]] | None = None,
+) -> Journey:
+    """Play the journey; `after_step` runs after each step (tests use it to break things part-way)."""
     journey = Journey()
     platform = Platform(port_base, bootstrap, echo)
     unique = uuid.uuid4().hex[:6]
@@ -119,9 +125,11 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
     as_lead = token(lead, "oranga-tamariki", "lead_professional")
     as_manager = token(manager, "oranga-tamariki", "manager")
 
-    def step(text: str) -> None:
+    async def step(text: str) -> None:
         journey.steps.append(text)
         echo(f"  ✔ {text}")
+        if after_step is not None:
+            await after_step(text)
 
     outcomes = AIOKafkaConsumer("agency.outcomes.out", bootstrap_servers=bootstrap, enable_auto_commit=False)
     await outcomes.start()
@@ -155,11 +163,11 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
                 )
             finally:
                 await producer.stop()
-            step(f"health-nz referred a child ({referral.agency_referral_id})")
+            await step(f"health-nz referred a child ({referral.agency_referral_id})")
 
             received = await _outcome(outcomes, referral.agency_referral_id, journey, "received")
             referral_id, journey.child_id = received["referral_id"], received["child_id"]
-            step(f"referral received; child id {journey.child_id}")
+            await step(f"referral received; child id {journey.child_id}")
 
             await platform.until("the referral in the panel's queue", lambda: _queued(platform, referral_id))
             accept = {
@@ -170,17 +178,17 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
             }
             await platform.call("panel", "POST", f"/reviews/{referral_id}/decision", PANEL, json=accept)
             await _outcome(outcomes, referral.agency_referral_id, journey, "accepted")
-            step("panel accepted (the family had already agreed to take part)")
+            await step("panel accepted (the family had already agreed to take part)")
 
             proposal = await platform.until("a lead proposed to the manager", lambda: _proposal(platform, as_manager))
-            step(f"lead professional {proposal['practitioner_id']} proposed (score {proposal['score']})")
+            await step(f"lead professional {proposal['practitioner_id']} proposed (score {proposal['score']})")
             await platform.call("assignment", "POST", f"/proposals/{proposal['proposal_id']}/confirm", as_manager)
             await _outcome(outcomes, referral.agency_referral_id, journey, "lead_professional_assigned")
-            step("manager confirmed; the lead professional is assigned")
+            await step("manager confirmed; the lead professional is assigned")
 
             case = await platform.until("the case opened", lambda: _case(platform, journey.child_id, as_lead))
             case_id = case["case_id"]
-            step(f"case {case_id} opened at the assess stage")
+            await step(f"case {case_id} opened at the assess stage")
             teacher = {
                 "member_id": f"demo-teacher-{unique}",
                 "kind": "practitioner",
@@ -198,7 +206,7 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
                 as_lead,
                 json={"member_id": f"demo-mum-{unique}", "kind": "whanau", "name": "Mere"},
             )
-            step("Child's Action Network: child, lead, teacher, mum")
+            await step("Child's Action Network: child, lead, teacher, mum")
             assessment = {
                 "domains": {
                     "child_wellbeing.education": {
@@ -213,7 +221,7 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
             }
             await platform.call("plans", "PUT", f"/cases/{case_id}/assessment", as_lead, json=assessment)
             await platform.call("plans", "POST", f"/cases/{case_id}/assessment/complete", as_lead)
-            step("common assessment completed with the child's voice and the whānau's view")
+            await step("common assessment completed with the child's voice and the whānau's view")
             goal = {
                 "description": "At school every day",
                 "need": "child_wellbeing.education",
@@ -234,13 +242,13 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
                 "panel", "POST", f"/plan-reviews/{plan['plan_id']}", PANEL, json={"outcome": "endorsed"}
             )
             await platform.until("the plan endorsed", lambda: _plan_status(platform, case_id, as_lead, "endorsed"))
-            step("Child's Plan written with the child and whānau, endorsed by the panel")
+            await step("Child's Plan written with the child and whānau, endorsed by the panel")
             await platform.call("plans", "POST", f"/cases/{case_id}/implementation", as_lead)
             case = await platform.call("plans", "GET", f"/cases/{case_id}", as_lead)
             as_teacher = token(teacher["member_id"], "education-moe", "practitioner")
             for action in case["plan"]["actions"]:
                 await platform.call("plans", "POST", f"/actions/{action['action_id']}/done", as_teacher)
-            step("plan implemented; the teacher's action is done")
+            await step("plan implemented; the teacher's action is done")
             await platform.call(
                 "plans",
                 "POST",
@@ -251,7 +259,7 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
             exit_body = {"reason": "goals_achieved", "handover_to": ["universal_services"], "celebration": "Shared kai"}
             await platform.call("plans", "POST", f"/cases/{case_id}/exit", as_lead, json=exit_body)
             await _outcome(outcomes, referral.agency_referral_id, journey, "case_closed")
-            step("reviewed and closed: goals achieved, handed over to universal services, celebrated")
+            await step("reviewed and closed: goals achieved, handed over to universal services, celebrated")
 
             concern = {
                 "child": {"child_id": journey.child_id},
@@ -269,13 +277,13 @@ async def play(port_base: int, bootstrap: str, echo: Callable[[str], None] = pri
             }
             teacher_token = token(f"demo-teacher-{unique}", "education-moe", "practitioner")
             raised = await platform.call("hub", "POST", "/concerns", teacher_token, json=concern)
-            step(f"a teacher raised a concern of immediate danger; screened {raised.get('priority', 'critical')}")
+            await step(f"a teacher raised a concern of immediate danger; screened {raised.get('priority', 'critical')}")
             as_hub = token("demo-hub-worker", "childrens-hub", "hub_social_worker")
             escalation = await platform.until(
                 "the contact centre's acknowledgement",
                 lambda: _acknowledged(platform, raised["concern_id"], as_hub),
             )
-            step(
+            await step(
                 f"escalated at intake to the national contact centre; acknowledged by {escalation['acknowledged_by']}"
                 " (the contact-centre SIMULATOR)"
             )
