@@ -80,13 +80,14 @@ class Journey:
 
 
 class Platform:
-    def __init__(self, port_base: int, bootstrap: str, echo: Callable[[str], None]) -> None:
+    def __init__(self, port_base: int, bootstrap: str, echo: Callable[[str], None], poll_seconds: float) -> None:
         self.http = {
             s: httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_base + n}", timeout=10)
             for n, s in enumerate(SERVICES, 1)
         }
         self.bootstrap = bootstrap
         self.echo = echo
+        self.poll_seconds = poll_seconds
 
     async def close(self) -> None:
         for client in self.http.values():
@@ -107,7 +108,7 @@ class Platform:
                 return result
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the demo waited {within}s for: {what}")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.poll_seconds)
 
 
 async def play(
@@ -115,10 +116,12 @@ async def play(
     bootstrap: str,
     echo: Callable[[str], None] = print,
     after_step: Callable[[str], Awaitable[None]] | None = None,
+    poll_seconds: float = 0.2,
 ) -> Journey:
-    """Play the journey; `after_step` runs after each step (tests use it to break things part-way)."""
+    """Play the journey; `after_step` runs after each step (tests use it to break things part-way, the benchmark to
+    time each stage); `poll_seconds` is how often it looks at the services' HTTP APIs while waiting."""
     journey = Journey()
-    platform = Platform(port_base, bootstrap, echo)
+    platform = Platform(port_base, bootstrap, echo, poll_seconds)
     unique = uuid.uuid4().hex[:6]
     lead = f"demo-lead-{unique}"
     manager = f"demo-manager-{unique}"

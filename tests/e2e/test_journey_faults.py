@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from deploy.local.demo import ADMIN, play
+from deploy.local.fleet import Fleet
 from shared.events import Event
 from shared.events.assignment import LeadAssigned, LeadProposed
 from shared.events.hub import ConcernOutcome, ConcernSubmitted
@@ -22,7 +23,6 @@ from shared.events.referral import Outcome, ReferralOutcome, ReferralReceived
 from shared.messaging.consumer import H_CONSUMER, H_ERROR_MESSAGE
 from shared.messaging.envelope import Envelope
 from tests.conftest import eventually
-from tests.support.fleet import Fleet
 from tests.support.hub import critical_concern, read_all
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.referrals import make_referral

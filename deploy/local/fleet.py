@@ -1,5 +1,6 @@
 """The five services and the contact-centre simulator as separate OS processes, started the way `make run` starts
-them (same command, same environment), so an end-to-end test can SIGKILL one and start it again."""
+them (same command, same environment), so an end-to-end test can SIGKILL one and start it again and a benchmark can
+drive whole journeys through them."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ QUICK = {"CTP_RELAY_IDLE_SECONDS": "0.2", "CTP_TIMER_POLL_SECONDS": "0.2", "CTP_
 
 
 class Fleet:
-    def __init__(self, port_base: int, log_dir: Path) -> None:
+    def __init__(self, port_base: int, log_dir: Path, *, ack_after: float = 0.5) -> None:
         self.port_base = port_base
+        self.ack_after = ack_after
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, IO[bytes]] = {}
@@ -32,7 +34,7 @@ class Fleet:
     def start(self, service: str) -> None:
         log = self.logs.setdefault(service, (self.log_dir / f"{service}.log").open("ab"))
         if service == "simulator":
-            command = [sys.executable, "-m", "deploy.contactcentre_simulator", "--ack-after", "0.5"]
+            command = [sys.executable, "-m", "deploy.contactcentre_simulator", "--ack-after", str(self.ack_after)]
             env = os.environ | {"PYTHONPATH": str(ROOT)}
         else:
             command = [sys.executable, "-m", f"services.{service}"]
