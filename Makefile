@@ -8,14 +8,15 @@ UV := .local/uv/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
-SERVICES := referral panel assignment plans hub
+INSTANCES ?= 1
+SERVICES := referral panel assignment plans hub reporting
 
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help venv setup run demo stop clean test lint typecheck bench docs
 
 help:
-	@echo "make run    set up everything and start the whole system (Ctrl-C stops it)"
+	@echo "make run    set up everything and start the whole system (Ctrl-C stops it); INSTANCES=2 runs two of each"
 	@echo "make test   set up a separate test stack and run ruff, mypy and every test"
 	@echo "make stop   stop the local stack; make clean removes its data; make bench runs the benchmarks"
 
@@ -36,7 +37,7 @@ setup: venv
 	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && $(PY) -m deploy.local.migrate
 
 run: setup
-	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && STACK=$(STACK) $(PY) -m deploy.local.run --stop-stack --demo
+	eval "$$(STACK=$(STACK) deploy/local/stack.sh env)" && STACK=$(STACK) $(PY) -m deploy.local.run --stop-stack --demo --instances $(INSTANCES)
 
 # Replays one sample journey against a running `make run`.
 demo: venv

@@ -1,6 +1,7 @@
 """The five services and the contact-centre simulator as separate OS processes, started the way `make run` starts
-them (same command, same environment), so an end-to-end test can SIGKILL one and start it again and a benchmark can
-drive whole journeys through them."""
+them (same command, same environment, same ports), so an end-to-end test can SIGKILL one and start it again and a
+benchmark can drive whole journeys through them. Instance k of a service is named `service` for k = 0 and
+`service#<k+1>` after that; all instances of a service share its consumer groups."""
 
 from __future__ import annotations
 
@@ -14,54 +15,66 @@ from typing import IO
 import httpx
 
 from deploy.local import SERVICES
-from deploy.local.run import ROOT, service_env
+from deploy.local.run import ROOT, instance_port, service_env
 
 # Shorter idle waits than production, so a test is not waiting on a relay's or timer runner's nap.
 QUICK = {"CTP_RELAY_IDLE_SECONDS": "0.2", "CTP_TIMER_POLL_SECONDS": "0.2", "CTP_RETRY_BASE_SECONDS": "0.2"}
 
 
+def instance_name(service: str, instance: int) -> str:
+    return service if instance == 0 else f"{service}#{instance + 1}"
+
+
 class Fleet:
-    def __init__(self, port_base: int, log_dir: Path, *, ack_after: float = 0.5) -> None:
+    def __init__(
+        self, port_base: int, log_dir: Path, *, ack_after: float = 0.5, instances: dict[str, int] | None = None
+    ) -> None:
         self.port_base = port_base
-        self.ack_after = ack_after
         self.log_dir = log_dir
+        self.ack_after = ack_after
+        counts = instances or {}
+        self.names = [instance_name(s, k) for s in SERVICES for k in range(counts.get(s, 1))]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, IO[bytes]] = {}
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.port_base + SERVICES.index(service) + 1}"
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self._port(name)}"
 
-    def start(self, service: str) -> None:
-        log = self.logs.setdefault(service, (self.log_dir / f"{service}.log").open("ab"))
-        if service == "simulator":
+    def _port(self, name: str) -> int:
+        service, _, number = name.partition("#")
+        return instance_port(self.port_base, service, int(number or 1) - 1)
+
+    def start(self, name: str) -> None:
+        log = self.logs.setdefault(name, (self.log_dir / f"{name}.log").open("ab"))
+        if name == "simulator":
             command = [sys.executable, "-m", "deploy.contactcentre_simulator", "--ack-after", str(self.ack_after)]
             env = os.environ | {"PYTHONPATH": str(ROOT)}
         else:
+            service = name.partition("#")[0]
             command = [sys.executable, "-m", f"services.{service}"]
-            port = self.port_base + SERVICES.index(service) + 1
-            env = service_env(service, port) | {"OTEL_TRACES_EXPORTER": "none"} | QUICK
-        self.processes[service] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            env = service_env(service, self._port(name)) | {"OTEL_TRACES_EXPORTER": "none"} | QUICK
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def start_all(self) -> None:
-        for service in (*SERVICES, "simulator"):
-            self.start(service)
+        for name in (*self.names, "simulator"):
+            self.start(name)
 
-    async def ready(self, *services: str) -> bool:
-        """Every named service (all five by default) answers its readiness probe."""
+    async def ready(self, *names: str) -> bool:
+        """Every named instance (all of them by default) answers its readiness probe."""
         async with httpx.AsyncClient(timeout=2) as client:
-            for service in services or SERVICES:
-                process = self.processes[service]
-                assert process.poll() is None, f"{service} exited with code {process.returncode}:\n{self.tail(service)}"
+            for name in names or self.names:
+                process = self.processes[name]
+                assert process.poll() is None, f"{name} exited with code {process.returncode}:\n{self.tail(name)}"
                 try:
-                    if (await client.get(f"{self.url(service)}/health/ready")).status_code != 200:
+                    if (await client.get(f"{self.url(name)}/health/ready")).status_code != 200:
                         return False
                 except httpx.TransportError:
                     return False
         return True
 
-    def kill(self, service: str) -> None:
+    def kill(self, name: str) -> None:
         """SIGKILL, as a crash or an out-of-memory kill would: no shutdown hooks run."""
-        process = self.processes[service]
+        process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         process.wait()
 
@@ -78,6 +91,6 @@ class Fleet:
         for log in self.logs.values():
             log.close()
 
-    def tail(self, service: str, chars: int = 3000) -> str:
-        path = self.log_dir / f"{service}.log"
+    def tail(self, name: str, chars: int = 3000) -> str:
+        path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""

@@ -1,6 +1,9 @@
 """`make run`: the five services as separate processes on the local stack; their logs in one stream; Ctrl-C stops all.
 
-    python -m deploy.local.run [--port-base 8100] [--stop-stack]
+    python -m deploy.local.run [--port-base 8100] [--instances 2 | --instances plans=3,hub=2] [--stop-stack] [--demo]
+
+Instance k (from 0) of the n-th service listens on port-base + 10*k + n; all instances of a service share its
+consumer groups, so Kafka spreads the partitions (keyed by child) between them.
 
 Expects the stack's environment (`eval "$(deploy/local/stack.sh env)"`), as the Makefile provides.
 """
@@ -24,6 +27,23 @@ from shared.security import ensure_dev_keys, issue_token
 from shared.telemetry import setup_tracing
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def instance_port(port_base: int, service: str, instance: int) -> int:
+    return port_base + 10 * instance + SERVICES.index(service) + 1
+
+
+def parse_instances(text: str) -> dict[str, int]:
+    """`2` (every service) or `plans=3,hub=2` (the others one each) → instances per service."""
+    counts = dict.fromkeys(SERVICES, 1)
+    if text.strip().isdigit():
+        return dict.fromkeys(SERVICES, int(text))
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, _, count = part.partition("=")
+        if service not in counts or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"not a service=count pair: {part!r} (services: {', '.join(SERVICES)})")
+        counts[service] = int(count)
+    return counts
 
 
 def service_env(service: str, port: int) -> dict[str, str]:
@@ -79,23 +99,28 @@ async def _play_demo(port_base: int) -> None:
         print(f"the demo journey did not complete: {error}", flush=True)
 
 
-async def run(port_base: int, play_demo: bool = False) -> int:
+async def run(port_base: int, play_demo: bool = False, instances: dict[str, int] | None = None) -> int:
     processes: dict[str, asyncio.subprocess.Process] = {}
+    urls: dict[str, str] = {}
     streams = []
-    for index, service in enumerate(SERVICES, start=1):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"services.{service}",
-            cwd=ROOT,
-            env=service_env(service, port_base + index),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us; we stop the services in order
-        )
-        processes[service] = process
-        assert process.stdout is not None
-        streams.append(asyncio.create_task(_stream(service, process.stdout)))
+    for service in SERVICES:
+        for instance in range((instances or {}).get(service, 1)):
+            name = service if instance == 0 else f"{service}#{instance + 1}"
+            port = instance_port(port_base, service, instance)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                f"services.{service}",
+                cwd=ROOT,
+                env=service_env(service, port),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop the services in order
+            )
+            processes[name] = process
+            urls[name] = f"http://127.0.0.1:{port}"
+            assert process.stdout is not None
+            streams.append(asyncio.create_task(_stream(name, process.stdout)))
 
     # The national contact centre is an outside system: locally a clearly named simulator stands in for it.
     simulator = await asyncio.create_subprocess_exec(
@@ -119,10 +144,9 @@ async def run(port_base: int, play_demo: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    urls = {service: f"http://127.0.0.1:{port_base + i}" for i, service in enumerate(SERVICES, start=1)}
     async with httpx.AsyncClient(timeout=2) as client:
-        ready = await asyncio.gather(*(_wait_ready(client, urls[s], processes[s]) for s in SERVICES))
-    failed = [s for s, ok in zip(SERVICES, ready, strict=True) if not ok]
+        ready = await asyncio.gather(*(_wait_ready(client, url, processes[name]) for name, url in urls.items()))
+    failed = [name for name, ok in zip(urls, ready, strict=True) if not ok]
     demo_task: asyncio.Task[None] | None = None
     if failed:
         print(f"not ready: {', '.join(failed)}; stopping", flush=True)
@@ -176,13 +200,20 @@ def main() -> None:
     parser.add_argument("--port-base", type=int, default=8100, help="service n listens on port-base + n")
     parser.add_argument("--stop-stack", action="store_true", help="also stop PostgreSQL, Kafka and Zipkin on exit")
     parser.add_argument("--demo", action="store_true", help="play one sample journey once the services are ready")
+    parser.add_argument(
+        "--instances", default="1", help="instances per service: a number for all, or e.g. plans=3,hub=2 (default 1)"
+    )
     args = parser.parse_args()
+    try:
+        instances = parse_instances(args.instances)
+    except ValueError as error:
+        parser.error(str(error))
     if args.demo:
         zipkin = os.environ.get("ZIPKIN_URL", "http://127.0.0.1:29411")
         os.environ.setdefault("OTEL_EXPORTER_ZIPKIN_ENDPOINT", f"{zipkin}/api/v2/spans")
         os.environ["OTEL_SERVICE_NAME"] = "demo"
         setup_tracing("demo")
-    code = asyncio.run(run(args.port_base, play_demo=args.demo))
+    code = asyncio.run(run(args.port_base, play_demo=args.demo, instances=instances))
     if args.stop_stack:
         subprocess.run([str(ROOT / "deploy" / "local" / "stack.sh"), "stop"], check=False)
     sys.exit(code)

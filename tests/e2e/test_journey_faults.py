@@ -15,20 +15,17 @@ import pytest
 
 from deploy.local.demo import ADMIN, play
 from deploy.local.fleet import Fleet
-from shared.events import Event
-from shared.events.assignment import LeadAssigned, LeadProposed
 from shared.events.hub import ConcernOutcome, ConcernSubmitted
-from shared.events.plans import CaseClosed, CaseOpened, MemberJoined
-from shared.events.referral import Outcome, ReferralOutcome, ReferralReceived
+from shared.events.referral import Outcome, ReferralOutcome
 from shared.messaging.consumer import H_CONSUMER, H_ERROR_MESSAGE
 from shared.messaging.envelope import Envelope
 from tests.conftest import eventually
-from tests.support.hub import critical_concern, read_all
+from tests.support.hub import critical_concern
+from tests.support.journeys import OUTCOMES, STREAMS, assert_every_effect_once, assert_handled_in_order, records_about
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.referrals import make_referral
 
 PORT_BASE = 18400
-OUTCOMES = "agency.outcomes.out"
 
 # Which service is killed, and just after which step of the journey: each while its next piece of work is in flight.
 CRASHES = {
@@ -66,29 +63,10 @@ async def test_services_killed_mid_journey_and_started_again_finish_it_with_ever
 
     assert killed == ["referral", "assignment", "plans"]
     assert journey.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged")
-    child_id = journey.child_id
-
-    async def once(topic: str, kind: type[Event]) -> None:
-        """Exactly one such event about the child (a redelivered copy has the same id; a second effect would not)."""
-        found = await read_all(kafka_bootstrap, topic, kind, lambda e: getattr(e.event, "child_id", None) == child_id)
-        assert len({e.id for e in found}) == 1, f"{len({e.id for e in found})} distinct {kind.__name__} on {topic}"
-
-    await once("referral.events", ReferralReceived)
-    await once("assignment.events", LeadProposed)
-    await once("assignment.events", LeadAssigned)
-    await once("plans.events", CaseOpened)
-    await once("plans.events", CaseClosed)
-    joined = await read_all(
-        kafka_bootstrap, "plans.events", MemberJoined, lambda e: getattr(e.event, "child_id", None) == child_id
-    )
-    members = [e.event.member_id for e in {e.id: e for e in joined}.values()]
-    assert sorted(members) == sorted(set(members)), members
-
-    told = await read_all(kafka_bootstrap, OUTCOMES, ReferralOutcome, lambda e: e.event.child_id == child_id)
-    outcomes = [e.event.outcome for e in {e.id: e for e in told}.values() if not e.event.resent]
-    assert sorted(outcomes) == sorted(set(outcomes)), outcomes
-    for outcome in (Outcome.RECEIVED, Outcome.ACCEPTED, Outcome.LEAD_PROFESSIONAL_ASSIGNED, Outcome.CASE_CLOSED):
-        assert outcome in outcomes
+    children = {journey.child_id}
+    records = await records_about(kafka_bootstrap, (*STREAMS, OUTCOMES), children)
+    assert_every_effect_once(records, children)
+    assert await assert_handled_in_order(records) > 0
 
     lead_id = next(s for s in journey.steps if s.startswith("lead professional")).split()[2]
     directory = await _json(fleet, "assignment", "/practitioners")
