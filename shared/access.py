@@ -6,7 +6,7 @@ committed. Raise `Refused` before changing anything else: whatever the work wrot
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from fastapi import HTTPException, status
@@ -62,3 +62,12 @@ async def in_transaction(sessions: async_sessionmaker[AsyncSession], work: Calla
         except Refused as refused:
             refusal = refused
     raise HTTPException(refusal.status_code, refusal.why)
+
+
+def role_check(principal: Principal, roles: Iterable[str]) -> tuple[bool, str]:
+    """(allowed, why) for a check by role alone: the role that allows it, or which roles it needs."""
+    needed = tuple(roles)
+    held = sorted(principal.roles.intersection(needed))
+    if held:
+        return True, held[0]
+    return False, f"this needs one of the roles: {', '.join(needed)}"

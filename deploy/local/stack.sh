@@ -18,7 +18,7 @@ usage() {
   cat <<'EOF'
 usage: [STACK=dev|test] deploy/local/stack.sh COMMAND
 
-  setup        install PostgreSQL (apt-get) if missing; fetch the Kafka and Zipkin jars if missing
+  setup        install PostgreSQL and Chromium (apt-get) if missing; fetch the Kafka and Zipkin jars if missing
   start        setup, then start PostgreSQL, Kafka and Zipkin (leaves running ones alone)
   stop         stop Zipkin, Kafka and PostgreSQL
   status       say which components run (exit 0 only if all three do)
@@ -97,7 +97,7 @@ else
 fi
 
 DB_NAME=childrensteams
-SERVICES=(referral panel assignment plans hub)
+SERVICES=(referral panel assignment plans hub reporting)
 
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 # Put on every java command line we start, so a pid file is trusted only if the pid
@@ -246,8 +246,25 @@ fetch_jars() {
   ) 9>"$CACHE_DIR/.fetch.lock"
 }
 
+# The hub console's browser tests drive Debian's Chromium (Playwright with executable_path=/usr/bin/chromium).
+install_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  if ! is_root; then
+    log "Chromium is missing (the hub console's browser tests need it): run 'sudo apt-get install -y chromium'"
+    return 0
+  fi
+  log "Installing Chromium from Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y chromium; then
+    apt-get update
+    apt-get install -y chromium
+  fi
+  [[ -x /usr/bin/chromium ]] || die "apt-get installed chromium but there is no /usr/bin/chromium"
+}
+
 cmd_setup() {
   install_postgresql
+  install_chromium
   fetch_jars
 }
 

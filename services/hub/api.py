@@ -40,8 +40,7 @@ from services.hub.handlers import (
     start_escalation,
     take_in,
 )
-from shared.audit import record_access
-from shared.db import transaction
+from shared.access import Refused, audited, in_transaction, role_check
 from shared.events.agency import ChildDetails, Consent, LongText, Practitioner, ReferralSubmitted, Text, WhanauMember
 from shared.events.codes import NeedDomain, ReasonCode
 from shared.events.hub import ConcernReferred, ConcernReport, EscalationStoodDown
@@ -143,25 +142,55 @@ class ReferralRequest(BaseModel):
     whanau: list[WhanauMember] = []
 
 
-async def _allowed(session: AsyncSession, principal: Principal, roles: tuple[str, ...], **audit: Any) -> bool:
-    """Check the caller's role and write the audit row either way (refusals are worth knowing about)."""
-    allowed = principal.has_role(*roles)
-    action = audit.pop("action")
-    await record_access(session, principal=principal, action=action if allowed else f"{action} refused", **audit)
-    return allowed
-
-
-def _refuse(roles: tuple[str, ...]) -> HTTPException:
-    return HTTPException(status.HTTP_403_FORBIDDEN, f"this needs one of the roles: {', '.join(roles)}")
-
-
-def _missing() -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, "no such concern")
-
-
 def _escalation_settings(request: Request) -> EscalationSettings:
     settings: EscalationSettings = request.app.state.escalation
     return settings
+
+
+def concern_id_for(principal: Principal, idempotency_key: str | None) -> str:
+    """A retried request with the same idempotency key (from the same person) is the same concern."""
+    if idempotency_key:
+        return str(uuid.uuid5(NOTIFICATIONS, f"{principal.agency}/{principal.subject}/{idempotency_key}"))
+    return str(uuid.uuid4())
+
+
+async def accept_concern(
+    session: AsyncSession,
+    principal: Principal,
+    report: ConcernReport,
+    *,
+    concern_id: str,
+    escalation: EscalationSettings,
+) -> ConcernAccepted:
+    """Take a person's concern in (screened at once; a critical one escalated before anyone acts) and audit it."""
+    taken: Taken = await take_in(
+        session,
+        intake_from_report(
+            report,
+            concern_id=concern_id,
+            source="http",
+            raised_by=principal.subject,
+            agency=principal.agency,
+            now=datetime.now(UTC),
+        ),
+        escalation=escalation,
+    )
+    await audited(
+        session,
+        principal,
+        allowed=True,
+        action="raise concern",
+        child_id=report.child.child_id,
+        purpose="concern",
+        detail={"concern_id": concern_id, "priority": taken.priority.value},
+    )
+    return ConcernAccepted(
+        concern_id=taken.concern_id,
+        priority=taken.priority,
+        rules_fired=list(taken.rules_fired),
+        escalation_id=taken.escalation_id,
+        new=taken.created,
+    )
 
 
 @router.post("/concerns", status_code=201, response_model=ConcernAccepted)
@@ -172,39 +201,14 @@ async def raise_concern(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> ConcernAccepted:
     """Any professional raises a concern. It is screened at once; a critical one is escalated before anyone acts."""
-    concern_id = (
-        str(uuid.uuid5(NOTIFICATIONS, f"{principal.agency}/{principal.subject}/{idempotency_key}"))
-        if idempotency_key
-        else str(uuid.uuid4())
-    )
-    async with transaction(runtime_of(request.app).sessions) as session:
-        taken: Taken = await take_in(
-            session,
-            intake_from_report(
-                report,
-                concern_id=concern_id,
-                source="http",
-                raised_by=principal.subject,
-                agency=principal.agency,
-                now=datetime.now(UTC),
-            ),
-            escalation=_escalation_settings(request),
+    concern_id = concern_id_for(principal, idempotency_key)
+
+    async def work(session: AsyncSession) -> ConcernAccepted:
+        return await accept_concern(
+            session, principal, report, concern_id=concern_id, escalation=_escalation_settings(request)
         )
-        await record_access(
-            session,
-            principal=principal,
-            action="raise concern",
-            child_id=report.child.child_id,
-            purpose="concern",
-            detail={"concern_id": concern_id, "priority": taken.priority.value},
-        )
-    return ConcernAccepted(
-        concern_id=taken.concern_id,
-        priority=taken.priority,
-        rules_fired=list(taken.rules_fired),
-        escalation_id=taken.escalation_id,
-        new=taken.created,
-    )
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
 
 
 def _item(row: Any) -> dict[str, Any]:
@@ -220,46 +224,39 @@ def _item(row: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/concerns", response_model=list[QueueItem])
-async def read_queue(
-    request: Request,
-    principal: CurrentPrincipal,
-    purpose: Purpose = "concern screening",
+async def queue_of(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    purpose: str,
     include_screened: bool = False,
+    limit: int | None = None,
 ) -> list[QueueItem]:
-    """Concerns waiting for a hub social worker: the most urgent priority first, then the oldest."""
-    async with transaction(runtime_of(request.app).sessions) as session:
-        allowed = await _allowed(
-            session, principal, READERS, action="read concern queue", child_id=None, purpose=purpose
-        )
-        rows = await storage.queue(session, include_screened=include_screened) if allowed else []
-    if not allowed:
-        raise _refuse(READERS)
+    """The queue for hub staff (most urgent first, then oldest), audited; refused without a hub role."""
+    allowed, why = role_check(principal, READERS)
+    await audited(session, principal, allowed=allowed, why=why, action="read concern queue", purpose=purpose)
+    rows = await storage.queue(session, include_screened=include_screened, limit=limit)
     return [QueueItem(**_item(row), escalation_status=row.escalation_status) for row in rows]
 
 
-@router.get("/concerns/{concern_id}", response_model=ConcernView, responses={403: {}, 404: {}})
-async def read_concern(
-    concern_id: str, request: Request, principal: CurrentPrincipal, purpose: Purpose = "concern screening"
-) -> ConcernView:
-    """The concern, the screening tool's explanation in plain words, and every confirmation or override."""
-    async with transaction(runtime_of(request.app).sessions) as session:
-        row = await storage.concern(session, concern_id=concern_id)
-        allowed = await _allowed(
-            session,
-            principal,
-            READERS,
-            action="read concern",
-            child_id=row.child_id if row else None,
-            purpose=purpose,
-            detail={"concern_id": concern_id},
-        )
-        history = await storage.screenings_of(session, concern_id=concern_id) if allowed and row else []
-        escalation = await storage.escalation(session, concern_id=concern_id) if allowed and row else None
-    if not allowed:
-        raise _refuse(READERS)
+async def concern_of(session: AsyncSession, principal: Principal, concern_id: str, *, purpose: str) -> ConcernView:
+    """One concern with the screening tool's explanation and every screening, audited; 403, or 404 when unknown."""
+    row = await storage.concern(session, concern_id=concern_id)
+    allowed, why = role_check(principal, READERS)
+    await audited(
+        session,
+        principal,
+        allowed=allowed,
+        why=why,
+        action="read concern",
+        child_id=row.child_id if row else None,
+        purpose=purpose,
+        detail={"concern_id": concern_id},
+    )
     if row is None:
-        raise _missing()
+        raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
+    history = await storage.screenings_of(session, concern_id=concern_id)
+    escalation = await storage.escalation(session, concern_id=concern_id)
     return ConcernView(
         **_item(row),
         escalation_status=escalation.status if escalation else None,
@@ -271,27 +268,25 @@ async def read_concern(
     )
 
 
-@router.get("/concerns/{concern_id}/escalation", response_model=EscalationView, responses={403: {}, 404: {}})
-async def read_escalation(
-    concern_id: str, request: Request, principal: CurrentPrincipal, purpose: Purpose = "escalation status"
+async def escalation_of(
+    session: AsyncSession, principal: Principal, concern_id: str, *, purpose: str
 ) -> EscalationView:
-    """The escalation's frozen policy, each step taken (with its notification ids), and the acknowledgement."""
-    async with transaction(runtime_of(request.app).sessions) as session:
-        row = await storage.escalation(session, concern_id=concern_id)
-        allowed = await _allowed(
-            session,
-            principal,
-            READERS,
-            action="read escalation",
-            child_id=row.child_id if row else None,
-            purpose=purpose,
-            detail={"concern_id": concern_id},
-        )
-        steps = await storage.steps_of(session, escalation_id=row.escalation_id) if allowed and row else []
-    if not allowed:
-        raise _refuse(READERS)
+    """A concern's escalation: the frozen policy, each step taken and the acknowledgement, audited."""
+    row = await storage.escalation(session, concern_id=concern_id)
+    allowed, why = role_check(principal, READERS)
+    await audited(
+        session,
+        principal,
+        allowed=allowed,
+        why=why,
+        action="read escalation",
+        child_id=row.child_id if row else None,
+        purpose=purpose,
+        detail={"concern_id": concern_id},
+    )
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "this concern has no escalation")
+        raise Refused("this concern has no escalation", status.HTTP_404_NOT_FOUND)
+    steps = await storage.steps_of(session, escalation_id=row.escalation_id)
     return EscalationView(
         escalation_id=row.escalation_id,
         concern_id=row.concern_id,
@@ -306,51 +301,104 @@ async def read_escalation(
     )
 
 
+@router.get("/concerns", response_model=list[QueueItem])
+async def read_queue(
+    request: Request,
+    principal: CurrentPrincipal,
+    purpose: Purpose = "concern screening",
+    include_screened: bool = False,
+) -> list[QueueItem]:
+    """Concerns waiting for a hub social worker: the most urgent priority first, then the oldest."""
+
+    async def work(session: AsyncSession) -> list[QueueItem]:
+        return await queue_of(session, principal, purpose=purpose, include_screened=include_screened)
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
+
+
+@router.get("/concerns/{concern_id}", response_model=ConcernView, responses={403: {}, 404: {}})
+async def read_concern(
+    concern_id: str, request: Request, principal: CurrentPrincipal, purpose: Purpose = "concern screening"
+) -> ConcernView:
+    """The concern, the screening tool's explanation in plain words, and every confirmation or override."""
+
+    async def work(session: AsyncSession) -> ConcernView:
+        return await concern_of(session, principal, concern_id, purpose=purpose)
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
+
+
+@router.get("/concerns/{concern_id}/escalation", response_model=EscalationView, responses={403: {}, 404: {}})
+async def read_escalation(
+    concern_id: str, request: Request, principal: CurrentPrincipal, purpose: Purpose = "escalation status"
+) -> EscalationView:
+    """The escalation's frozen policy, each step taken (with its notification ids), and the acknowledgement."""
+
+    async def work(session: AsyncSession) -> EscalationView:
+        return await escalation_of(session, principal, concern_id, purpose=purpose)
+
+    return await in_transaction(runtime_of(request.app).sessions, work)
+
+
+async def decide_screening(
+    session: AsyncSession,
+    principal: Principal,
+    concern_id: str,
+    decision: ScreeningDecision,
+    *,
+    escalation: EscalationSettings,
+) -> Priority:
+    """Confirm or override a concern's priority with a reason, audited; returns the priority it now has."""
+    if decision.decision == "override" and decision.priority is None:
+        raise Refused("an override needs the new priority", status.HTTP_422_UNPROCESSABLE_ENTITY)
+    row = await storage.concern(session, concern_id=concern_id, for_update=True)
+    current = Priority(row.priority) if row else Priority.NO_FURTHER_ACTION
+    new = decision.priority if decision.decision == "override" and decision.priority else current
+    try:
+        check_override(current, new, principal.roles)
+        refusal = ""
+    except NotAllowed as error:
+        refusal = str(error)
+    await audited(
+        session,
+        principal,
+        allowed=not refusal,
+        why=refusal,
+        action=f"{decision.decision} concern priority",
+        child_id=row.child_id if row else None,
+        purpose="concern screening",
+        detail={"concern_id": concern_id, "from": current.value, "to": new.value, "reason": decision.reason},
+    )
+    if row is None:
+        raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
+    await _apply_screening(session, row, current, new, decision, principal, escalation)
+    return new
+
+
 @router.post("/concerns/{concern_id}/screening", status_code=201, responses={403: {}, 404: {}, 422: {}})
 async def screen_concern(
     concern_id: str, decision: ScreeningDecision, request: Request, principal: CurrentPrincipal
 ) -> dict[str, str]:
     """Confirm the tool's priority, or override it with a reason. Lowering a critical concern needs a duty manager
     (and stands its escalation down); raising one to critical starts an escalation."""
-    if decision.decision == "override" and decision.priority is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "an override needs the new priority")
-    problem: HTTPException | None = None
-    async with transaction(runtime_of(request.app).sessions) as session:
-        row = await storage.concern(session, concern_id=concern_id, for_update=True)
-        current = Priority(row.priority) if row else Priority.NO_FURTHER_ACTION
-        new = decision.priority if decision.decision == "override" and decision.priority else current
-        try:
-            check_override(current, new, principal.roles)
-            refusal = None
-        except NotAllowed as error:
-            refusal = str(error)
-        await record_access(
-            session,
-            principal=principal,
-            action=f"{decision.decision} concern priority" + (" refused" if refusal else ""),
-            child_id=row.child_id if row else None,
-            purpose="concern screening",
-            detail={"concern_id": concern_id, "from": current.value, "to": new.value, "reason": decision.reason},
+
+    async def work(session: AsyncSession) -> Priority:
+        return await decide_screening(
+            session, principal, concern_id, decision, escalation=_escalation_settings(request)
         )
-        if refusal:
-            problem = HTTPException(status.HTTP_403_FORBIDDEN, refusal)
-        elif row is None:
-            problem = _missing()
-        else:
-            await _apply_screening(session, request, row, current, new, decision, principal)
-    if problem is not None:
-        raise problem
+
+    new = await in_transaction(runtime_of(request.app).sessions, work)
     return {"concern_id": concern_id, "priority": new.value}
 
 
 async def _apply_screening(
     session: AsyncSession,
-    request: Request,
     row: Any,
     current: Priority,
     new: Priority,
     decision: ScreeningDecision,
     principal: Principal,
+    settings: EscalationSettings,
 ) -> None:
     rules = list(row.rules_fired) + (["hub_override"] if new is not current else [])
     screened_at = await storage.add_screening(
@@ -369,7 +417,6 @@ async def _apply_screening(
     )
     escalation = await storage.escalation(session, concern_id=row.concern_id, for_update=True)
     if new is Priority.CRITICAL and escalation is None:
-        settings = _escalation_settings(request)
         fresh = await storage.concern(session, concern_id=row.concern_id)
         assert fresh is not None
         await start_escalation(session, fresh, policy=settings.policy(police_at_start=bool(row.life_in_danger)))
@@ -410,58 +457,56 @@ async def refer_to_childrens_team(
     concern_id: str, body: ReferralRequest, request: Request, principal: CurrentPrincipal
 ) -> dict[str, str]:
     """A concern screened as suited to a Children's Team becomes a referral, sent as the Children's Hub agency."""
-    roles = (SOCIAL_WORKER,)
-    problem: HTTPException | None = None
     agency_referral_id = f"hub-{concern_id}"
-    async with transaction(runtime_of(request.app).sessions) as session:
+
+    async def work(session: AsyncSession) -> list[dict[str, str]]:
+        """Every reason the referral cannot be made (nothing is sent then), or none once it is in the outbox."""
         row = await storage.concern(session, concern_id=concern_id, for_update=True)
-        allowed = await _allowed(
+        allowed, why = role_check(principal, (SOCIAL_WORKER,))
+        await audited(
             session,
             principal,
-            roles,
+            allowed=allowed,
+            why=why,
             action="refer concern to the Children's Team",
             child_id=row.child_id if row else None,
             purpose="referral",
             detail={"concern_id": concern_id},
         )
-        if not allowed:
-            problem = _refuse(roles)
-        elif row is None:
-            problem = _missing()
-        elif row.agency_referral_id:
-            problem = HTTPException(status.HTTP_409_CONFLICT, "this concern is already a referral")
-        elif row.priority != Priority.CHILDRENS_TEAM:
-            problem = HTTPException(
-                status.HTTP_409_CONFLICT,
+        if row is None:
+            raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
+        if row.agency_referral_id:
+            raise Refused("this concern is already a referral", status.HTTP_409_CONFLICT)
+        if row.priority != Priority.CHILDRENS_TEAM:
+            raise Refused(
                 f"only a concern screened as childrens_team becomes a referral (it is {row.priority})",
+                status.HTTP_409_CONFLICT,
             )
-        else:
-            referral, reasons = _referral(row, body, principal, agency_referral_id)
-            if referral is None:
-                problem = HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, reasons)
-            else:
-                envelope = Envelope(
-                    event=referral,
-                    source=HUB_AGENCY_SOURCE,
-                    subject=agency_referral_id,
-                    correlation_id=row.correlation_id,
-                )
-                await add_to_outbox(session, envelope, topic=REFERRALS_IN)
-                await storage.set_concern(
-                    session, concern_id=concern_id, status="referred", agency_referral_id=agency_referral_id
-                )
-                await publish(
-                    session,
-                    row,
-                    ConcernReferred(
-                        concern_id=concern_id,
-                        child_id=row.child_id,
-                        agency_referral_id=agency_referral_id,
-                        referred_at=referral.submitted_at,
-                    ),
-                )
-    if problem is not None:
-        raise problem
+        referral, reasons = _referral(row, body, principal, agency_referral_id)
+        if referral is None:
+            return reasons
+        envelope = Envelope(
+            event=referral, source=HUB_AGENCY_SOURCE, subject=agency_referral_id, correlation_id=row.correlation_id
+        )
+        await add_to_outbox(session, envelope, topic=REFERRALS_IN)
+        await storage.set_concern(
+            session, concern_id=concern_id, status="referred", agency_referral_id=agency_referral_id
+        )
+        await publish(
+            session,
+            row,
+            ConcernReferred(
+                concern_id=concern_id,
+                child_id=row.child_id,
+                agency_referral_id=agency_referral_id,
+                referred_at=referral.submitted_at,
+            ),
+        )
+        return []
+
+    problems = await in_transaction(runtime_of(request.app).sessions, work)
+    if problems:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, problems)
     return {"concern_id": concern_id, "agency_referral_id": agency_referral_id}
 
 

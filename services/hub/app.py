@@ -1,4 +1,5 @@
-"""Wiring of the hub service: its settings, the events it publishes and handles, its timers, watchdog and routes."""
+"""Wiring of the hub service: its settings, the events it publishes and handles, its timers, watchdog, routes and
+console."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from services.hub import handlers
+from services.hub import console, handlers
 from services.hub.api import router
 from services.hub.watchdog import Watchdog
 from shared.service import Subscription, create_service, runtime_of
@@ -52,9 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ],
         timer_handlers=handlers.TIMERS,
-        routers=[router],
+        routers=[router, console.router],
     )
     app.state.escalation = escalation
+    app.mount("/console/static", StaticFiles(directory=console.STATIC_DIR), name="console-static")
+    app.state.console_development = console.development_sign_in(settings.auth_issuer)
+    feed = console.ConsoleFeed(settings.database_url)
+    app.state.console_feed = feed
     watchdog = Watchdog(
         sessions=runtime_of(app).sessions,
         interval_seconds=settings.watchdog_interval_seconds,
@@ -67,13 +73,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The watchdog runs beside the timer runner, not inside it, so a stalled runner cannot silence it.
         async with service_lifespan(app):
-            task = asyncio.create_task(watchdog.run(), name="escalation-watchdog")
+            tasks = [
+                asyncio.create_task(watchdog.run(), name="escalation-watchdog"),
+                asyncio.create_task(feed.run(), name="console-feed"),
+            ]
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     app.router.lifespan_context = lifespan
     return app

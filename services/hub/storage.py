@@ -135,14 +135,15 @@ async def earlier_concerns(session: AsyncSession, *, child_id: str | None, befor
     return int(count or 0)
 
 
-async def queue(session: AsyncSession, *, include_screened: bool) -> list[Row[Any]]:
-    """Concerns for hub staff: the most urgent first, then the oldest."""
+async def queue(session: AsyncSession, *, include_screened: bool, limit: int | None = None) -> list[Row[Any]]:
+    """Concerns for hub staff: the most urgent first, then the oldest (the first `limit` of them, if given)."""
     statuses = ["awaiting_screening", "screened"] if include_screened else ["awaiting_screening"]
     rows = await session.execute(
         select(concerns, escalations.c.status.label("escalation_status"))
         .outerjoin(escalations, escalations.c.concern_id == concerns.c.concern_id)
         .where(concerns.c.status.in_(statuses))
         .order_by(concerns.c.priority_rank, concerns.c.received_at)
+        .limit(limit)
     )
     return list(rows)
 
@@ -226,3 +227,7 @@ async def overdue_counts(session: AsyncSession, *, bound: timedelta, timer_kind:
         .where(timers.c.kind == timer_kind, timers.c.state == "pending", timers.c.due_at < func.now() - bound)
     )
     return int(count or 0)
+
+
+# Migration 0003's trigger NOTIFYs this channel with {"concern_id": ...} whenever a concern or its escalation changes.
+CONSOLE_CHANNEL = "hub_console"
