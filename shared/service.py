@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import make_engine, make_sessions
-from shared.messaging.broker import make_broker
+from shared.messaging.broker import kafka_security, make_broker
 from shared.messaging.consumer import Consumer, Rejecter, RetryPolicy
 from shared.messaging.outbox import OutboxRelay
 from shared.security import verifier_from_file
@@ -63,7 +63,7 @@ def build_runtime(
 ) -> Runtime:
     engine = make_engine(settings.database_url, settings.db_schema, pool_size=settings.database_pool_size)
     sessions = make_sessions(engine)
-    broker = make_broker(settings.kafka_bootstrap, client_id=settings.service)
+    broker = make_broker(settings.kafka_bootstrap, client_id=settings.service, security=kafka_security(settings))
     retry = RetryPolicy(settings.retry_attempts, settings.retry_base_seconds, settings.retry_max_delay_seconds)
     consumers = []
     for subscription in subscriptions:
@@ -191,6 +191,9 @@ def create_service(
     async def metrics() -> Response:
         with contextlib.suppress(Exception):
             await runtime.relay.measure_backlog()
+        for consumer in runtime.consumers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.measure_lag(), 5)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:

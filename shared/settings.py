@@ -1,8 +1,9 @@
 """Settings every service shares, read from the environment (prefix CTP_). Each service subclasses them once."""
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +16,13 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
 
     kafka_bootstrap: str = Field(default="127.0.0.1:29092", validation_alias="KAFKA_BOOTSTRAP")
+    # How the Kafka clients authenticate: PLAINTEXT on the local stack; SASL_SSL with SCRAM-SHA-512 and one principal
+    # per service in production (deploy/production/acls.yaml). The CA file verifies the brokers' certificates.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str | None = None
     # postgresql+asyncpg://<role>:<password>@host:port/childrensteams; the schema is the service name.
     database_url: str = "postgresql+asyncpg://referral:referral@127.0.0.1:25432/childrensteams"
     database_pool_size: int = 10

@@ -21,7 +21,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from opentelemetry import trace
 from opentelemetry.propagate import extract
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -54,6 +54,11 @@ DEAD_LETTERED = Counter(
     "ctp_messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["consumer", "topic"]
 )
 HANDLED = Counter("ctp_messages_handled_total", "Events handled (first delivery)", ["consumer", "type"])
+LAG = Gauge(
+    "ctp_consumer_lag_messages",
+    "Records not yet committed by this consumer group on the partitions assigned to this instance",
+    ["consumer", "topic"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class Consumer:
     max_records: int = 200
     _handlers: dict[str, Handler] = field(default_factory=dict)
     _broker: KafkaBroker | None = None
+    _subscribers: list[Any] = field(default_factory=list)
 
     def handles(self, model: type[Event]) -> Callable[[Handler], Handler]:
         """Decorator: `@consumer.handles(ReferralReceived)` on `async def f(session, envelope)`."""
@@ -133,9 +139,26 @@ class Consumer:
         for topic in topics:
             self._subscribe(broker, topic, reject=reject)
 
-    def _subscribe(self, broker: KafkaBroker, topic: str, *, reject: Rejecter | None) -> None:
+    async def measure_lag(self) -> None:
+        """Set `ctp_consumer_lag_messages`: per topic, the records between this group's committed offsets and the
+        high-water marks of the partitions this instance holds (what scaling on lag and the lag alert read)."""
+        behind: dict[str, int] = {}
+        for subscriber in self._subscribers:
+            kafka = subscriber.consumer
+            if kafka is None:
+                continue
+            for partition in kafka.assignment():
+                highwater = kafka.highwater(partition)
+                if highwater is None:  # nothing fetched from it yet
+                    continue
+                committed = await kafka.committed(partition)
+                start = committed if committed is not None else await kafka.position(partition)
+                behind[partition.topic] = behind.get(partition.topic, 0) + max(0, highwater - start)
+        for topic, lag in behind.items():
+            LAG.labels(self.name, topic).set(lag)
 
-        @broker.subscriber(
+    def _subscribe(self, broker: KafkaBroker, topic: str, *, reject: Rejecter | None) -> None:
+        main = broker.subscriber(
             topic,
             group_id=self.name,
             batch=True,
@@ -144,18 +167,22 @@ class Consumer:
             auto_offset_reset="earliest",
             title=f"{self.name}:{topic}",
         )
-        async def consume(message: KafkaMessage) -> None:
-            raw = message.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
-            await self._settle(message, records, topic=topic, reject=reject, attempt_of=lambda _h: 1)
-
-        @broker.subscriber(
+        retries = broker.subscriber(
             retry_topic(topic),
             group_id=self.name,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             title=f"{self.name}:{retry_topic(topic)}",
         )
+        self._subscribers += [main, retries]
+
+        @main
+        async def consume(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self._settle(message, records, topic=topic, reject=reject, attempt_of=lambda _h: 1)
+
+        @retries
         async def consume_retry(message: KafkaMessage) -> None:
             record = message.raw_message
             assert not isinstance(record, tuple)

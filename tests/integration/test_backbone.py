@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events.backbone import ProbePinged
-from shared.messaging.consumer import H_ATTEMPTS, H_CONSUMER, H_ERROR_MESSAGE, H_ERROR_TYPE, H_FAILED_AT
+from shared.messaging.broker import make_broker
+from shared.messaging.consumer import (
+    H_ATTEMPTS,
+    H_CONSUMER,
+    H_ERROR_MESSAGE,
+    H_ERROR_TYPE,
+    H_FAILED_AT,
+    Consumer,
+    RetryPolicy,
+)
 from shared.messaging.deadletters import DeadLetter, read_dead_letters, replay
+from shared.messaging.envelope import Envelope
 from shared.messaging.topics import dlq_topic
 from shared.telemetry import setup_tracing
 from tests.conftest import Processes, effects, eventually, tracing_env, write_pings
@@ -159,3 +171,45 @@ async def test_unreadable_input_on_an_ingress_topic_is_rejected_to_its_sender_an
 async def _at_least_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter] | None:
     found = await read_dead_letters(bootstrap, topic)
     return found if len(found) >= count else None
+
+
+async def test_lag_counts_what_a_consumer_group_has_not_yet_committed_and_falls_to_zero_once_it_has(
+    sessions: async_sessionmaker[AsyncSession], topic: str, run_id: str, kafka_bootstrap: str
+) -> None:
+    group = f"lag-{run_id}"
+    release = asyncio.Event()
+    consumer = Consumer(name=group, sessions=sessions, retry=RetryPolicy(attempts=2, base_seconds=0.1), max_records=10)
+
+    @consumer.handles(ProbePinged)
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        await release.wait()  # the first batch is held: nothing is committed yet
+        await probe.record_effect(session, envelope)
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for seq in range(30):
+            envelope = probe.ping(run_id, seq, f"child-{seq}")
+            headers = [(k, v.encode()) for k, v in envelope.headers().items()]
+            await producer.send_and_wait(topic, envelope.body(), key=envelope.key, headers=headers)
+    finally:
+        await producer.stop()
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("ctp_consumer_lag_messages", {"consumer": group, "topic": topic})
+
+    async def measured(wanted: float) -> bool:
+        await consumer.measure_lag()
+        return lag() == wanted
+
+    broker = make_broker(kafka_bootstrap, client_id=group)
+    consumer.attach(broker, [topic])
+    await broker.start()
+    try:
+        # The high-water marks are known once each partition was fetched from; until then a partition adds nothing.
+        await eventually(lambda: measured(30), within=120)
+        release.set()
+        await eventually(lambda: measured(0), within=120)
+    finally:
+        await broker.stop()
+    assert len(await effects(sessions, run_id)) == 30
