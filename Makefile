@@ -13,7 +13,7 @@ SERVICES := referral panel assignment plans hub reporting
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv setup run demo stop clean test lint typecheck bench docs
+.PHONY: help venv setup run demo stop clean test cluster-test lint typecheck bench docs
 
 help:
 	@echo "make run    set up everything and start the whole system (Ctrl-C stops it); INSTANCES=2 runs two of each"
@@ -49,6 +49,7 @@ stop:
 clean:
 	STACK=dev deploy/local/stack.sh clean
 	STACK=test deploy/local/stack.sh clean
+	deploy/local/cluster.sh clean
 
 lint: venv
 	$(VENV)/bin/ruff format --check .
@@ -60,10 +61,16 @@ typecheck: venv
 test: venv lint typecheck
 	$(MAKE) --no-print-directory setup STACK=test
 	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q \
-		--deselect tests/integration/test_hub_service.py
+		--deselect tests/integration/test_hub_service.py --ignore=tests/cluster
 	# The hub's in-process tests run in a process of their own: after the other modules' in-process services, one of
 	# them has hung on an await with no timeout in two of five runs (not yet explained; see the closing note).
 	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q tests/integration/test_hub_service.py
+
+# Kafka's replication under broker crashes (about 3 minutes): a three-broker KRaft cluster, the services and a stream
+# of journeys on it, the busiest leader SIGKILLed three times. Not part of `make test`.
+cluster-test: venv
+	$(MAKE) --no-print-directory setup STACK=test
+	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q -s tests/cluster
 
 # The integrators' contract, generated from the event catalogue; a unit test fails when it drifts from the code.
 docs: venv

@@ -42,7 +42,8 @@ def make_broker(
 ) -> KafkaBroker:
     # aiokafka's defaults (acks=1, no idempotence) can lose or duplicate acknowledged writes; never rely on them.
     return KafkaBroker(
-        bootstrap,
+        # A cluster's list, "host:port,host:port", as several addresses: FastStream would take the string as one host.
+        [address.strip() for address in bootstrap.split(",") if address.strip()],
         client_id=client_id,
         security=security,
         acks="all",

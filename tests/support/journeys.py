@@ -45,8 +45,9 @@ class Record:
         return getattr(self.envelope.event, "child_id", None)
 
 
-async def records_about(bootstrap: str, topics: Iterable[str], children: set[str]) -> list[Record]:
-    """Every record about these children on these topics, from the beginning to the end offsets taken now."""
+async def records_about(bootstrap: str, topics: Iterable[str], children: set[str] | None) -> list[Record]:
+    """Every record about these children (None: every record) on these topics, from the beginning to the end offsets
+    taken now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: list[Record] = []
@@ -64,7 +65,7 @@ async def records_about(bootstrap: str, topics: Iterable[str], children: set[str
                         envelope = Envelope.decode(decode_headers(record.headers), record.value or b"")
                     except EnvelopeError:
                         continue
-                    if getattr(envelope.event, "child_id", None) in children:
+                    if children is None or getattr(envelope.event, "child_id", None) in children:
                         found.append(Record(record.topic, record.partition, record.offset, envelope))
     finally:
         await consumer.stop()
