@@ -80,9 +80,11 @@ format_once() {
   local n=$1 node=$DIR/node-$1
   [[ -f $node/log-dirs/meta.properties ]] && return 0
   if [[ ! -s $DIR/cluster.id ]]; then
-    "$JAVA" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$DIR/cluster.id"
+    "$JAVA" -Dlog4j2.configurationFile="$LOG4J_CONFIG" -Dkafka.logs.dir="$node/logs" -cp "$KAFKA_LIBS/*" \
+      kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 >"$DIR/cluster.id"
   fi
-  "$JAVA" -Dlog4j2.configurationFile="$LOG4J_CONFIG" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
+  "$JAVA" -Dlog4j2.configurationFile="$LOG4J_CONFIG" -Dkafka.logs.dir="$node/logs" -cp "$KAFKA_LIBS/*" \
+    kafka.tools.StorageTool format \
     -t "$(<"$DIR/cluster.id")" -c "$node/server.properties" --ignore-formatted >"$node/format.out" 2>&1 \
     || { cat "$node/format.out" >&2; die "formatting node $n failed"; }
 }
