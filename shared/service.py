@@ -187,6 +187,14 @@ def create_service(
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 
+    @app.get("/health/serving", tags=["health"])
+    async def serving() -> Response:
+        """Can this instance take work? Only the database matters: with Kafka away, writes wait in the outbox (a
+        critical concern is still taken in), so a load balancer must keep sending requests here."""
+        checks = await readiness(runtime)
+        ok = checks["database"] == "ok"
+        return JSONResponse({"status": "serving" if ok else "not serving", **checks}, status_code=200 if ok else 503)
+
     @app.get("/metrics", tags=["health"])
     async def metrics() -> Response:
         with contextlib.suppress(Exception):

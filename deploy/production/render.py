@@ -81,21 +81,27 @@ def agency_topics(agency: str = AGENCY) -> list[TopicSpec]:
 
 # Who hears what (ARCHITECTURE.md, "Services"): the public streams and ingress topics each service consumes.
 # Re-check against each service's subscriptions when they change: a missing grant fails loudly, an extra one quietly.
+# What each service consumes and publishes; tests/unit/test_k8s_manifests.py checks the reads against each service's
+# real subscriptions.
 SERVICE_READS: dict[str, tuple[str, ...]] = {
-    # outcomes to the referrer follow panel decisions, lead assignment and case closure; the hub refers children
-    "referral": ("agency.{agency}.referrals.in", "panel.events", "assignment.events", "plans.events", "hub.events"),
+    # outcomes to the referrer follow panel decisions, lead assignment and case closure
+    "referral": ("agency.{agency}.referrals.in", "panel.events", "assignment.events", "plans.events"),
     "panel": ("referral.events", "plans.events"),
-    "assignment": ("referral.events", "panel.events"),
-    # consent changes, panel reviews, lead assigned, concerns linked to an open case
-    "plans": ("referral.events", "panel.events", "assignment.events", "hub.events"),
-    "hub": ("agency.{agency}.concerns.in", "contactcentre.acks.in"),
+    "assignment": ("referral.events", "panel.events", "plans.events"),
+    # consent changes, panel reviews, lead assigned, concerns linked to an open case; its own stream for the timeline
+    "plans": ("referral.events", "panel.events", "assignment.events", "hub.events", "plans.events"),
+    "hub": ("agency.{agency}.concerns.in", "contactcentre.acks.in", "concerns.raised"),
 }
 SERVICE_WRITES: dict[str, tuple[str, ...]] = {
-    "referral": ("referral.events", "agency.{agency}.outcomes.out"),
-    "panel": ("panel.events",),
+    # and concerns of immediate danger to the hub
+    "referral": ("referral.events", "agency.{agency}.outcomes.out", "concerns.raised"),
+    # and a decline with serious risk to the hub
+    "panel": ("panel.events", "concerns.raised"),
     "assignment": ("assignment.events",),
     "plans": ("plans.events",),
-    # and rejections of concerns that fail validation, back to the sending agency
+    # and rejections of concerns that fail validation, back to the sending agency. A concern the hub turns into a
+    # referral goes to the hub's own ingress topic as agency `childrens-hub` (agency.childrens-hub.referrals.in),
+    # which the hub's principal needs WRITE on once that agency's topics are created.
     "hub": ("hub.events", "contactcentre.escalations.out", "police.escalations.out", "agency.{agency}.outcomes.out"),
 }
 

@@ -119,6 +119,7 @@ class Consumer:
     _handlers: dict[str, Handler] = field(default_factory=dict)
     _broker: KafkaBroker | None = None
     _subscribers: list[Any] = field(default_factory=list)
+    _lag_topics: set[str] = field(default_factory=set)
 
     def handles(self, model: type[Event]) -> Callable[[Handler], Handler]:
         """Decorator: `@consumer.handles(ReferralReceived)` on `async def f(session, envelope)`."""
@@ -154,8 +155,10 @@ class Consumer:
                 committed = await kafka.committed(partition)
                 start = committed if committed is not None else await kafka.position(partition)
                 behind[partition.topic] = behind.get(partition.topic, 0) + max(0, highwater - start)
-        for topic, lag in behind.items():
-            LAG.labels(self.name, topic).set(lag)
+        # A topic this instance no longer holds (after a rebalance) reads 0 here, so summed lag is not counted twice.
+        for topic in self._lag_topics | behind.keys():
+            LAG.labels(self.name, topic).set(behind.get(topic, 0))
+        self._lag_topics |= behind.keys()
 
     def _subscribe(self, broker: KafkaBroker, topic: str, *, reject: Rejecter | None) -> None:
         main = broker.subscriber(

@@ -150,6 +150,11 @@ async def test_kafka_down_at_intake_the_concern_is_stored_and_escalated_when_kaf
         accepted = await _raise(hub)  # accepted with Kafka away: the concern and its escalation are in Postgres
         view = await _escalation(hub, accepted["concern_id"])
         assert view["status"] == "open" and [s["step"] for s in view["steps"]] == [0]
+        # A load balancer keeps this hub in service (it takes concerns); readiness says Kafka is away.
+        async with hub.client() as client:
+            serving = await eventually(lambda: _status(client, "/health/serving", 200))
+            ready = await eventually(lambda: _status(client, "/health/ready", 503))
+        assert (serving["database"], ready["kafka"]) == ("ok", "unreachable")
     finally:
         stack("kafka-start")
 
@@ -161,6 +166,11 @@ async def test_kafka_down_at_intake_the_concern_is_stored_and_escalated_when_kaf
 
     [sent] = await eventually(escalated, within=180, every=1)
     assert sent.event.step == 0
+
+
+async def _status(client: httpx.AsyncClient, path: str, wanted: int) -> dict[str, Any] | None:
+    response = await client.get(path)
+    return response.json() if response.status_code == wanted else None
 
 
 async def test_escalation_is_acknowledged_with_panel_assignment_and_plans_stopped(

@@ -1,0 +1,263 @@
+"""The Kubernetes manifests in deploy/k8s agree with the code: every service deployed safely, configured only with
+settings it has, given only placeholder secrets, and scaled on the consumer groups and topics it really reads."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from deploy.production.render import REPLACED_PER_AGENCY, SERVICE_READS
+from shared.messaging.topics import TOPICS
+from shared.settings import ServiceSettings
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is not in uv.lock yet")
+
+# Where the metrics the alerts read are declared (importing registers them).
+for module in ("shared.messaging.consumer", "shared.messaging.outbox", "services.hub.watchdog"):
+    importlib.import_module(module)
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+SERVICES = ("referral", "panel", "assignment", "plans", "hub")
+PLACEHOLDER = "REPLACE_ME"
+# Kafka client security settings every service reads (shared/settings.py), allowed by name.
+KAFKA_SECURITY = {
+    "CTP_KAFKA_SECURITY_PROTOCOL",
+    "CTP_KAFKA_SASL_MECHANISM",
+    "CTP_KAFKA_SASL_USERNAME",
+    "CTP_KAFKA_SASL_PASSWORD",
+    "CTP_KAFKA_SSL_CAFILE",
+}
+# Variables read outside the settings classes: the bootstrap alias, OpenTelemetry, logging, asyncpg's TLS.
+OTHER_ENV = {"KAFKA_BOOTSTRAP", "LOG_LEVEL", "PGSSLMODE", "PGSSLROOTCERT", "PGTARGETSESSIONATTRS"}
+# Config values that name a file the containers must find mounted from a Secret.
+FILE_SETTINGS = ("CTP_KAFKA_SSL_CAFILE", "CTP_AUTH_PUBLIC_KEY_FILE", "PGSSLROOTCERT")
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(K8S.rglob("*.yaml")):
+        for doc in documents(path):
+            if "kind" in doc and doc["kind"] != "Kustomization":
+                yield path, doc
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in manifests() if doc["kind"] == kind}
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    cls: type[ServiceSettings] = importlib.import_module(f"services.{service}.app").Settings
+    return cls
+
+
+def ctp_names(cls: type[ServiceSettings]) -> set[str]:
+    """The CTP_* variables a settings class reads (a field with its own alias is not read under CTP_)."""
+    return {f"CTP_{name.upper()}" for name, field in cls.model_fields.items() if field.validation_alias is None}
+
+
+class _Captured(Exception):
+    def __init__(self, subscriptions: list[Any]) -> None:
+        self.subscriptions = subscriptions
+
+
+def subscriptions(service: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    """Consumer group -> topics, as the service's create_app declares them, without building or starting anything."""
+    app = importlib.import_module(f"services.{service}.app")
+
+    def capture(settings: ServiceSettings, *, subscriptions: Any = (), **_: Any) -> Any:
+        raise _Captured(list(subscriptions))
+
+    monkeypatch.setattr(app, "create_service", capture)
+    with pytest.raises(_Captured) as caught:
+        app.create_app()
+    return {f"{service}.{s.consumer}": set(s.topics) for s in caught.value.subscriptions}
+
+
+def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, deployment in of_kind("Deployment").items():
+        yield name, deployment["spec"]["template"]["spec"]
+    for name, job in of_kind("Job").items():
+        yield name, job["spec"]["template"]["spec"]
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def config() -> dict[str, str]:
+    data: dict[str, str] = of_kind("ConfigMap")["ctp-config"]["data"]
+    return data
+
+
+def secret_template() -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in documents(K8S / "secrets.template.yaml")}
+
+
+def test_every_service_has_a_deployment_service_budget_and_scaled_object() -> None:
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "ScaledObject"):
+        assert set(of_kind(kind)) == set(SERVICES), kind
+
+
+def test_the_base_kustomization_deploys_every_service_but_no_secret_job_or_simulator() -> None:
+    (base,) = documents(K8S / "kustomization.yaml")
+    resources = set(base["resources"])
+    assert {f"services/{s}.yaml" for s in SERVICES} | {f"keda/{s}.yaml" for s in SERVICES} <= resources
+    assert not any("secret" in r or "migrate" in r or "optional" in r for r in resources)
+    commands = [" ".join(c.get("command", [])) for _, pod in pod_specs() for c in containers(pod)]
+    assert commands and not any("contactcentre_simulator" in c for c in commands)
+
+
+def test_probes_point_at_the_health_endpoints_on_the_container_port() -> None:
+    for service, deployment in of_kind("Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        port = settings_class(service)().http_port
+        assert container["ports"] == [{"name": "http", "containerPort": port}]
+        assert {e["name"]: e.get("value") for e in container["env"]}["CTP_HTTP_PORT"] == str(port)
+        assert container["command"] == ["python", "-m", f"services.{service}"]
+        paths = {"livenessProbe": "/health/live", "readinessProbe": "/health/serving", "startupProbe": "/health/live"}
+        for probe, path in paths.items():
+            assert container[probe]["httpGet"]["path"] == path, (service, probe)
+            assert container[probe]["httpGet"]["port"] in ("http", port), (service, probe)
+
+
+def test_containers_run_as_non_root_with_a_read_only_root_filesystem() -> None:
+    for name, pod in pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in containers(pod):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert context["readOnlyRootFilesystem"] is True, (name, container["name"])
+            assert context["capabilities"]["drop"] == ["ALL"], (name, container["name"])
+            assert container["resources"]["limits"]["memory"], (name, container["name"])
+
+
+def test_every_secret_value_is_a_placeholder_and_no_secret_is_in_the_applied_manifests() -> None:
+    template = secret_template()
+    assert template
+    for name, secret in template.items():
+        assert "data" not in secret, name
+        for key, value in secret["stringData"].items():
+            if key == "username":  # the principal acls.yaml grants to, not a secret
+                assert value == f"svc.{name.removesuffix('-kafka')}", name
+            else:
+                assert PLACEHOLDER in value, (name, key)
+    applied = [path for path, doc in manifests() if doc["kind"] == "Secret" and path.name != "secrets.template.yaml"]
+    assert applied == []
+
+
+def test_every_secret_and_mounted_file_the_pods_use_is_in_the_template() -> None:
+    template = secret_template()
+    used: set[tuple[str, str]] = set()
+    for name, pod in pod_specs():
+        secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in containers(pod):
+            for env in container.get("env", []):
+                if ref := env.get("valueFrom", {}).get("secretKeyRef"):
+                    used.add((ref["name"], ref["key"]))
+            mounts = {m["mountPath"]: secret_volumes.get(m["name"]) for m in container.get("volumeMounts", [])}
+            configured = {"configMapRef": {"name": "ctp-config"}} in container.get("envFrom", [])
+            wanted = () if not configured else FILE_SETTINGS if name in SERVICES else ("PGSSLROOTCERT",)
+            for setting in wanted:
+                path = PurePosixPath(config()[setting])
+                secret = mounts.get(str(path.parent))
+                assert secret is not None, (name, container["name"], setting)
+                used.add((secret, path.name))
+    for auth in of_kind("TriggerAuthentication").values():
+        used |= {(ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
+    missing = {(name, key) for name, key in used if key not in template.get(name, {}).get("stringData", {})}
+    assert missing == set()
+
+
+def test_every_ctp_setting_the_manifests_set_is_a_real_setting() -> None:
+    shared = ctp_names(ServiceSettings) | KAFKA_SECURITY
+    for key in config():
+        assert key in shared or key in OTHER_ENV or key.startswith("OTEL_"), key
+    for name, pod in pod_specs():
+        for container in containers(pod):
+            service = name if name in SERVICES else container["name"]
+            known = ctp_names(settings_class(service)) | KAFKA_SECURITY if service in SERVICES else shared
+            for env in container.get("env", []):
+                if env["name"].startswith("CTP_"):
+                    assert env["name"] in known, (name, container["name"], env["name"])
+
+
+def test_production_config_never_trusts_the_development_issuer() -> None:
+    assert config()["CTP_AUTH_ISSUER"] != ServiceSettings().auth_issuer
+    assert config()["CTP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config()["PGSSLMODE"] == "verify-full"
+
+
+def test_keda_scales_each_consumer_group_on_the_topics_it_subscribes_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    scaled, auths = of_kind("ScaledObject"), of_kind("TriggerAuthentication")
+    hpas = {doc["metadata"]["name"]: doc for doc in documents(K8S / "optional" / "hpa-prometheus-adapter.yaml")}
+    for service in SERVICES:
+        groups = subscriptions(service, monkeypatch)
+        triggers = [t for t in scaled[service]["spec"]["triggers"] if t["type"] == "kafka"]
+        assert {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in triggers} == {
+            (group, topic) for group, topics in groups.items() for topic in topics
+        }, service
+        for trigger in triggers:
+            auth = auths[trigger["authenticationRef"]["name"]]
+            assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {f"{service}-kafka", "ctp-kafka-ca"}
+        selectors = {
+            m["external"]["metric"]["selector"]["matchLabels"]["consumer"]
+            for m in hpas[service]["spec"]["metrics"]
+            if m["type"] == "External"
+        }
+        assert selectors == set(groups), service
+
+
+def test_replicas_never_exceed_the_partitions_of_the_topics_they_read() -> None:
+    partitions = {t.name: t.partitions for t in TOPICS}
+    hpas = {doc["metadata"]["name"]: doc for doc in documents(K8S / "optional" / "hpa-prometheus-adapter.yaml")}
+    for service, scaled in of_kind("ScaledObject").items():
+        topics = [t["metadata"]["topic"] for t in scaled["spec"]["triggers"] if t["type"] == "kafka"]
+        fewest = min(partitions[t] for t in topics)
+        assert 2 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= fewest, service
+        assert hpas[service]["spec"]["maxReplicas"] <= fewest, service
+
+
+def test_the_migration_job_migrates_every_service_in_turn_as_its_owner() -> None:
+    (job,) = of_kind("Job").values()
+    steps = job["spec"]["template"]["spec"]["initContainers"]
+    assert [s["name"] for s in steps] == list(SERVICES)
+    for step in steps:
+        assert step["command"][-1] == step["name"]
+        assert "shared.migrations import upgrade" in step["command"][2]
+        (url,) = [e for e in step["env"] if e["name"] == "CTP_DATABASE_URL"]
+        assert url["valueFrom"]["secretKeyRef"]["name"] == f"{step['name']}-database-owner"
+
+
+def test_alerts_name_only_metrics_the_code_exports() -> None:
+    exported: set[str] = set()
+    for family in REGISTRY.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",))
+        exported |= {family.name + suffix for suffix in suffixes}
+    (rule,) = of_kind("PrometheusRule").values()
+    used = {
+        name
+        for group in rule["spec"]["groups"]
+        for alert in group["rules"]
+        for name in re.findall(r"\bctp_[a-z_]+", alert["expr"])
+    }
+    assert {"ctp_consumer_lag_messages", "ctp_messages_dead_lettered_total", "ctp_escalation_steps_overdue"} <= used
+    assert used - exported == set()
+
+
+def test_the_production_acls_grant_each_service_what_it_really_consumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    per_agency = dict(REPLACED_PER_AGENCY)
+    for service in SERVICES:
+        consumed = {per_agency.get(t, t) for topics in subscriptions(service, monkeypatch).values() for t in topics}
+        assert consumed == set(SERVICE_READS[service]), service
