@@ -29,14 +29,13 @@ from services.plans.domain import (
     may_see_child,
     next_stage,
 )
-from services.plans.handlers import ACTION_DUE, REVIEW_DUE, publish
+from services.plans.handlers import ACTION_DUE, REVIEW_DUE, join_network, publish
 from shared.access import Refused, audited, in_transaction
 from shared.events.plans import (
     ActionCompleted,
     AssessmentCompleted,
     CaseClosed,
     ImplementationStarted,
-    MemberJoined,
     MemberLeft,
     PlanSubmittedForReview,
     ReviewRecorded,
@@ -226,19 +225,7 @@ async def add_member(case_id: str, body: MemberIn, request: Request, principal: 
         consented = await storage.consented_agencies(session, child_id=case.child_id)
         if body.kind == "practitioner" and (why := may_join(body.agency, body.legal_basis, consented)):
             raise Refused(status_code=status.HTTP_409_CONFLICT, why=why)
-        await storage.add_member(session, case_id=case_id, **body.model_dump())
-        await publish(
-            session,
-            case,
-            MemberJoined(
-                case_id=case_id,
-                child_id=case.child_id,
-                member_id=body.member_id,
-                kind=body.kind,
-                agency=body.agency,
-                legal_basis=body.legal_basis,
-            ),
-        )
+        await join_network(session, case, **body.model_dump())
         return {"member_id": body.member_id}
 
     return await in_transaction(runtime_of(request.app).sessions, work)

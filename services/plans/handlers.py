@@ -107,6 +107,42 @@ async def note_consent(session: AsyncSession, envelope: Envelope) -> None:
         await join_referred_practitioners(session, case)
 
 
+async def join_network(
+    session: AsyncSession,
+    case: Row[Any],
+    *,
+    member_id: str,
+    kind: str,
+    name: str | None = None,
+    agency: str | None = None,
+    role: str | None = None,
+    legal_basis: str | None = None,
+) -> None:
+    """Someone joins the child's Action Network: their membership, and MemberJoined (ids and agency, no name)."""
+    await storage.add_member(
+        session,
+        case_id=case.case_id,
+        member_id=member_id,
+        kind=kind,
+        name=name,
+        agency=agency,
+        role=role,
+        legal_basis=legal_basis,
+    )
+    await publish(
+        session,
+        case,
+        MemberJoined(
+            case_id=case.case_id,
+            child_id=case.child_id,
+            member_id=member_id,
+            kind=kind,
+            agency=agency,
+            legal_basis=legal_basis,
+        ),
+    )
+
+
 async def note_referred_practitioners(session: AsyncSession, envelope: Envelope) -> None:
     """The practitioners a referral names are kept until the child's case opens, then join its Action Network."""
     received = envelope.event
@@ -135,25 +171,13 @@ async def join_referred_practitioners(session: AsyncSession, case: Row[Any]) -> 
         )
         if already:
             continue
-        await storage.add_member(
+        await join_network(
             session,
-            case_id=case.case_id,
+            case,
             member_id=practitioner.practitioner_id,
             kind="practitioner",
             agency=practitioner.agency,
             role=practitioner.role,
-        )
-        await publish(
-            session,
-            case,
-            MemberJoined(
-                case_id=case.case_id,
-                child_id=case.child_id,
-                member_id=practitioner.practitioner_id,
-                kind="practitioner",
-                agency=practitioner.agency,
-                legal_basis=None,
-            ),
         )
 
 
@@ -202,21 +226,7 @@ async def open_or_change_lead(session: AsyncSession, envelope: Envelope) -> None
         )
     else:
         return
-    await storage.add_member(
-        session, case_id=case.case_id, member_id=assigned.practitioner_id, kind="lead", role="lead professional"
-    )
-    await publish(
-        session,
-        case,
-        MemberJoined(
-            case_id=case.case_id,
-            child_id=case.child_id,
-            member_id=assigned.practitioner_id,
-            kind="lead",
-            agency=None,
-            legal_basis=None,
-        ),
-    )
+    await join_network(session, case, member_id=assigned.practitioner_id, kind="lead", role="lead professional")
     await join_referred_practitioners(session, case)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -80,8 +81,8 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-@pytest.fixture
-async def new_page(browser: Browser) -> AsyncIterator[Page]:
+@contextlib.asynccontextmanager
+async def person(browser: Browser) -> AsyncIterator[Page]:
     """A page in a fresh browser context of its own (its own cookies: one signed-in person)."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(WAIT_MS)
@@ -89,6 +90,12 @@ async def new_page(browser: Browser) -> AsyncIterator[Page]:
         yield await context.new_page()
     finally:
         await context.close()
+
+
+@pytest.fixture
+async def new_page(browser: Browser) -> AsyncIterator[Page]:
+    async with person(browser) as page:
+        yield page
 
 
 async def sign_in(page: Page, hub: HubProcess, who: str) -> None:
@@ -128,9 +135,5 @@ def screenshots_folder() -> Path | None:
 @pytest.fixture
 async def browser_page(browser: Browser) -> AsyncIterator[Page]:
     """A second person's page, beside `new_page`."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    try:
-        yield await context.new_page()
-    finally:
-        await context.close()
+    async with person(browser) as page:
+        yield page

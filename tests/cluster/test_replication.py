@@ -20,7 +20,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 
 from deploy.local import SERVICES, database_url
-from deploy.local.demo import play
 from deploy.local.fleet import Fleet
 from shared.db import make_engine
 from shared.messaging.topics import create_topics
@@ -30,6 +29,7 @@ from tests.support.journeys import (
     STREAMS,
     assert_every_effect_once,
     assert_handled_in_order,
+    play_journeys,
     records_about,
 )
 
@@ -120,16 +120,8 @@ async def test_leaders_hard_killed_under_a_stream_of_journeys_lose_no_acknowledg
     try:
         await eventually(fleet.ready, within=180)
         started = datetime.now(UTC)
-        slots = asyncio.Semaphore(AT_ONCE)
-
-        async def journey() -> str:
-            async with slots:
-                played = await play(PORT_BASE, kafka_cluster, echo=lambda _: None, after_step=note, poll_seconds=0.1)
-            assert played.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged")
-            return played.child_id
-
         chaos = asyncio.create_task(crash_leaders())
-        children = set(await asyncio.gather(*(journey() for _ in range(JOURNEYS))))
+        children = await play_journeys(PORT_BASE, kafka_cluster, JOURNEYS, at_once=AT_ONCE, after_step=note)
         await asyncio.wait_for(chaos, 120)
     finally:
         fleet.stop_all()

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 from deploy.local import SERVICES
-from deploy.local.demo import play
 from deploy.local.fleet import Fleet, instance_name
 from tests.conftest import eventually
 from tests.support.journeys import (
@@ -17,6 +16,7 @@ from tests.support.journeys import (
     STREAMS,
     assert_every_effect_once,
     assert_handled_in_order,
+    play_journeys,
     records_about,
 )
 
@@ -45,16 +45,8 @@ async def test_two_instances_of_each_service_lose_one_each_mid_stream_and_every_
             for service in SERVICES:
                 fleet.kill(instance_name(service, 1))  # the second instance; its partitions move to the first
 
-        slots = asyncio.Semaphore(AT_ONCE)
-
-        async def journey() -> str:
-            async with slots:
-                played = await play(PORT_BASE, kafka_bootstrap, echo=lambda _: None, after_step=note, poll_seconds=0.1)
-            assert played.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged")
-            return played.child_id
-
         crasher = asyncio.create_task(crash())
-        children = set(await asyncio.gather(*(journey() for _ in range(JOURNEYS))))
+        children = await play_journeys(PORT_BASE, kafka_bootstrap, JOURNEYS, at_once=AT_ONCE, after_step=note)
         assert crasher.done(), "the second instances were never killed"
     finally:
         fleet.stop_all()

@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from deploy.local import database_url
 from services.hub.app import Settings, create_app
 from shared.events import Event
-from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
-from shared.messaging.topics import TOPICS
+from tests.support.journeys import records_about
 from tests.support.services import RunningService, run_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,28 +64,8 @@ async def run_hub(kafka_bootstrap: str, **overrides: Any) -> AsyncIterator[Runni
 
 async def read_all(bootstrap: str, topic: str, kind: type[Event], where: Any = lambda _: True) -> list[Any]:
     """Every message of `kind` on `topic` matching `where`, from the beginning (the test topics are small)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        declared = next(t for t in TOPICS if t.name == topic)
-        partitions = [TopicPartition(topic, p) for p in range(declared.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[Any] = []
-        while [p for p in partitions if await consumer.position(p) < ends[p]]:
-            batches = await consumer.getmany(*partitions, timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        envelope = Envelope.decode(decode_headers(record.headers), record.value or b"")
-                    except EnvelopeError:
-                        continue
-                    if isinstance(envelope.event, kind) and where(envelope):
-                        found.append(envelope)
-        return found
-    finally:
-        await consumer.stop()
+    records = await records_about(bootstrap, [topic], None)
+    return [r.envelope for r in records if isinstance(r.envelope.event, kind) and where(r.envelope)]
 
 
 def free_port() -> int:

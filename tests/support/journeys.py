@@ -3,8 +3,9 @@ each service handled each child's events in the order they sit on their topic.""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from deploy.local import SERVICES, database_url
+from deploy.local.demo import play
 from shared.db import make_engine
 from shared.events import Event
 from shared.events.assignment import LeadAssigned, LeadProposed
@@ -31,6 +33,21 @@ ONCE: tuple[tuple[str, type[Event]], ...] = (
     ("plans.events", CaseClosed),
 )
 EVERY_OUTCOME = (Outcome.RECEIVED, Outcome.ACCEPTED, Outcome.LEAD_PROFESSIONAL_ASSIGNED, Outcome.CASE_CLOSED)
+
+
+async def play_journeys(
+    port_base: int, bootstrap: str, count: int, *, at_once: int, after_step: Callable[[str], Awaitable[None]]
+) -> set[str]:
+    """`count` sample journeys, `at_once` at a time, each to the contact centre's acknowledgement; their child ids."""
+    slots = asyncio.Semaphore(at_once)
+
+    async def one() -> str:
+        async with slots:
+            played = await play(port_base, bootstrap, echo=lambda _: None, after_step=after_step, poll_seconds=0.1)
+        assert played.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged")
+        return played.child_id
+
+    return set(await asyncio.gather(*(one() for _ in range(count))))
 
 
 @dataclass(frozen=True, slots=True)
