@@ -50,7 +50,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -74,6 +74,7 @@ from bench.hop import (
     rate,
 )
 from deploy.local import database_url
+from deploy.local.samples import sample_referral
 from services.referral import handlers
 from services.referral.app import SUBSCRIPTIONS, Settings, create_app
 from shared.events.agency import ReferralSubmitted
@@ -101,48 +102,12 @@ PROCESS = "this_process"  # in the CPU figures: the referral service, with the a
 
 
 def referral(run: str, label: str, seq: int) -> ReferralSubmitted:
-    """A valid health-nz referral (as tests/support/referrals.py makes one) for a child and caregiver nobody knows."""
-    unique = f"{run}{label}{seq}"
-    now = datetime.now(UTC)
-    return ReferralSubmitted.model_validate(
-        {
-            "agency_referral_id": f"BENCH-{run}-{label}-{seq}",
-            "agency": AGENCY,
-            "submitted_at": now.isoformat(),
-            "referrer": {
-                "id": "prac-77",
-                "name": "Mere Practitioner",
-                "role": "public health nurse",
-                "contact": {"phone": "+64 21 555 0101"},
-            },
-            "child": {
-                "given_names": f"Tama {unique}",
-                "family_name": "Bench",
-                "date_of_birth": (now.date() - timedelta(days=365 * 8)).isoformat(),
-                "gender": "male",
-                "iwi": ["Ngāti Porou"],
-                "school": "Kōwhai School",
-                "locality": "Gisborne",
-            },
-            "whanau": [
-                {
-                    "name": f"Aroha {unique}",
-                    "relationship": "mother",
-                    "caregiver": True,
-                    "contact": {"phone": f"+64 27 {seq:07d}"},
-                }
-            ],
-            "reasons": ["school_attendance", "parenting_support"],
-            "reason_text": "Attendance has dropped this term; mum asked for help.",
-            "needs": ["education", "parenting_capacity"],
-            "consent": {
-                "participation": "yes",
-                "share_with": [{"agency": "education-moe", "purposes": ["assessment", "planning"]}],
-                "given_by": f"Aroha {unique}",
-                "given_by_relationship": "mother",
-                "given_at": now.isoformat(),
-            },
-        }
+    """A valid health-nz referral (deploy/local/samples.py) for a child and caregiver nobody knows."""
+    return sample_referral(
+        f"{run}{label}{seq}",
+        agency_referral_id=f"BENCH-{run}-{label}-{seq}",
+        agency=AGENCY,
+        child={"family_name": "Bench"},
     )
 
 

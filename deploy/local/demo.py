@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 
 from deploy.local import SERVICES
-from shared.events.agency import ReferralSubmitted
+from deploy.local.samples import sample_referral
 from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
 from shared.security import issue_token
 from shared.telemetry import setup_tracing
@@ -36,37 +36,6 @@ def token(subject: str, agency: str, *roles: str) -> dict[str, str]:
 
 PANEL = token("demo-panel-member", "childrens-team", "panel_member")
 ADMIN = token("demo-administrator", "childrens-team", "administrator")
-
-
-def sample_referral(unique: str, lead_id: str) -> ReferralSubmitted:
-    now = datetime.now(UTC)
-    return ReferralSubmitted.model_validate(
-        {
-            "agency_referral_id": f"HNZ-DEMO-{unique}",
-            "agency": "health-nz",
-            "submitted_at": now.isoformat(),
-            "referrer": {"id": "demo-nurse", "name": "Demo Nurse", "role": "public health nurse"},
-            "child": {
-                "given_names": f"Aroha {unique}",
-                "family_name": "Demo",
-                "date_of_birth": (now.date() - timedelta(days=365 * 9)).isoformat(),
-                "iwi": ["Ngāti Kahungunu"],
-                "locality": "Napier",
-            },
-            "whanau": [{"name": f"Mere {unique}", "relationship": "mother", "caregiver": True}],
-            "reasons": ["school_attendance", "parenting_support"],
-            "needs": ["education", "parenting_capacity"],
-            "involved_practitioners": [
-                {"id": lead_id, "name": "Demo Lead", "role": "social worker", "agency": "oranga-tamariki"}
-            ],
-            "consent": {
-                "participation": "yes",
-                "share_with": [{"agency": "education-moe", "purposes": ["assessment", "planning"]}],
-                "given_by": f"Mere {unique}",
-                "given_at": now.isoformat(),
-            },
-        }
-    )
 
 
 @dataclass
@@ -151,7 +120,12 @@ async def play(
             }
             await platform.call("assignment", "PUT", f"/practitioners/{lead}", ADMIN, json=practitioner)
 
-            referral = sample_referral(unique, lead)
+            referral = sample_referral(
+                f"DEMO-{unique}",
+                involved_practitioners=[
+                    {"id": lead, "name": "Demo Lead", "role": "social worker", "agency": "oranga-tamariki"}
+                ],
+            )
             envelope = Envelope(event=referral, source="/agencies/health-nz", subject=referral.agency_referral_id)
             headers = envelope.headers()
             inject(headers)
