@@ -82,3 +82,4 @@ bench: venv
 	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.intake
 	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.escalation
 	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.journey
+	eval "$$(STACK=test deploy/local/stack.sh env)" && $(PY) -m bench.rebuild

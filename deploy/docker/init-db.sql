@@ -10,10 +10,11 @@ CREATE ROLE panel      LOGIN PASSWORD 'panel';
 CREATE ROLE assignment LOGIN PASSWORD 'assignment';
 CREATE ROLE plans      LOGIN PASSWORD 'plans';
 CREATE ROLE hub        LOGIN PASSWORD 'hub';
+CREATE ROLE reporting  LOGIN PASSWORD 'reporting';
 
 CREATE DATABASE childrensteams;
 REVOKE ALL ON DATABASE childrensteams FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE childrensteams TO referral, panel, assignment, plans, hub;
+GRANT CONNECT, TEMPORARY ON DATABASE childrensteams TO referral, panel, assignment, plans, hub, reporting;
 
 \connect childrensteams
 SET client_min_messages = warning;
@@ -23,6 +24,7 @@ CREATE SCHEMA panel      AUTHORIZATION panel;
 CREATE SCHEMA assignment AUTHORIZATION assignment;
 CREATE SCHEMA plans      AUTHORIZATION plans;
 CREATE SCHEMA hub        AUTHORIZATION hub;
+CREATE SCHEMA reporting  AUTHORIZATION reporting;
 
 -- Nothing of ours lives in public; PostgreSQL 15 already denies CREATE there, this also denies USAGE.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;

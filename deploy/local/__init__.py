@@ -2,7 +2,7 @@
 
 import os
 
-SERVICES = ("referral", "panel", "assignment", "plans", "hub")
+SERVICES = ("referral", "panel", "assignment", "plans", "hub", "reporting")
 
 
 def database_url(service: str) -> str:

@@ -1,4 +1,4 @@
-"""The five services and the contact-centre simulator as separate OS processes, started the way `make run` starts
+"""Every service and the contact-centre simulator as separate OS processes, started the way `make run` starts
 them (same command, same environment, same ports), so an end-to-end test can SIGKILL one and start it again and a
 benchmark can drive whole journeys through them. Instance k of a service is named `service` for k = 0 and
 `service#<k+1>` after that; all instances of a service share its consumer groups."""

@@ -1,4 +1,4 @@
-"""`make run`: the five services as separate processes on the local stack; their logs in one stream; Ctrl-C stops all.
+"""`make run`: every service as a separate process on the local stack; their logs in one stream; Ctrl-C stops all.
 
     python -m deploy.local.run [--port-base 8100] [--instances 2 | --instances plans=3,hub=2] [--stop-stack] [--demo]
 

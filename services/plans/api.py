@@ -87,10 +87,20 @@ class ReviewIn(BaseModel):
     notes: Text
 
 
+class ExitFeedback(BaseModel):
+    """What the child and the whānau say of the help they had: ratings 1 (poor) to 5 (great), and their own words."""
+
+    child_rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    whanau_rating: Annotated[int, Field(ge=1, le=5)] | None = None
+    child_words: Annotated[str, Field(max_length=2000)] = ""
+    whanau_words: Annotated[str, Field(max_length=2000)] = ""
+
+
 class ExitIn(BaseModel):
     reason: ExitReason
     handover_to: list[Annotated[str, Field(max_length=100)]] = []
     celebration: Annotated[str, Field(max_length=2000)] = ""
+    feedback: ExitFeedback | None = None
 
 
 async def _case(
@@ -542,6 +552,11 @@ async def exit_case(case_id: str, body: ExitIn, request: Request, principal: Cur
             await storage.cancel_open_actions(session, plan_id=plan.plan_id)
             await storage.set_plan(session, plan_id=plan.plan_id, status="closed")
         await cancel(session, kind=REVIEW_DUE, key=case_id)
+        feedback = body.feedback or ExitFeedback()
+        words = [w for w in (feedback.child_words.strip(), feedback.whanau_words.strip()) if w]
+        if body.feedback is not None:
+            # The words are personal: they stay here; the event carries the ratings and how many gave words.
+            await storage.add_feedback(session, case_id=case_id, recorded_by=principal.subject, **feedback.model_dump())
         await publish(
             session,
             case,
@@ -552,6 +567,9 @@ async def exit_case(case_id: str, body: ExitIn, request: Request, principal: Cur
                 reason=body.reason,
                 handover_to=body.handover_to,
                 closed_at=now,
+                child_rating=feedback.child_rating,
+                whanau_rating=feedback.whanau_rating,
+                feedback_comments=len(words),
             ),
         )
         return {"case_id": case_id, "stage": stage}

@@ -136,6 +136,19 @@ linked_concerns = Table(
     Column("linked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# What the child and the whānau said of the help at exit: ratings travel on CaseClosed; the words stay here.
+exit_feedback = Table(
+    "exit_feedback",
+    metadata,
+    Column("case_id", Text, primary_key=True),
+    Column("child_rating", Integer),
+    Column("whanau_rating", Integer),
+    Column("child_words", Text, nullable=False),
+    Column("whanau_words", Text, nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # The child's journey across services, one row per event about the child (codes and ids; details stay at source).
 timeline = Table(
     "timeline",
@@ -369,3 +382,7 @@ async def link_concern(session: AsyncSession, *, concern_id: str, case_id: str, 
         .returning(linked_concerns.c.concern_id)
     )
     return result.first() is not None
+
+
+async def add_feedback(session: AsyncSession, **values: Any) -> None:
+    await session.execute(exit_feedback.insert().values(**values))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
 
 from shared.events.catalogue import Event, event_type
 
@@ -129,3 +132,13 @@ class CaseClosed(Event):
     reason: str
     handover_to: list[str]
     closed_at: datetime
+    # Whānau feedback at exit, for reporting in aggregate: ratings only; their words stay in the plans service.
+    child_rating: Annotated[int, Field(ge=1, le=5)] | None = Field(
+        default=None, description="the child's rating of the help they had, 1 (poor) to 5 (great), if they gave one"
+    )
+    whanau_rating: Annotated[int, Field(ge=1, le=5)] | None = Field(
+        default=None, description="the whānau's rating of the help they had, 1 (poor) to 5 (great), if they gave one"
+    )
+    feedback_comments: Annotated[int, Field(ge=0, le=2)] = Field(
+        default=0, description="how many of the child and the whānau also gave feedback in words (kept by plans)"
+    )
