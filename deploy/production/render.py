@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from shared.messaging.topics import DAY_MS, TOPICS, Topic, dlq_topic, retry_topic
 
-SERVICES = ("referral", "panel", "assignment", "plans", "hub")
+SERVICES = ("referral", "panel", "assignment", "plans", "hub", "reporting")
 REPLICATION_FACTOR = 3
 TOPIC_DEFAULTS = {
     "min.insync.replicas": "2",
@@ -91,6 +91,9 @@ SERVICE_READS: dict[str, tuple[str, ...]] = {
     # consent changes, panel reviews, lead assigned, concerns linked to an open case; its own stream for the timeline
     "plans": ("referral.events", "panel.events", "assignment.events", "hub.events", "plans.events"),
     "hub": ("agency.{agency}.concerns.in", "contactcentre.acks.in", "concerns.raised"),
+    # every public stream, into its read model (services/reporting/handlers.py, HEARS). Its rebuild reads the same
+    # topics without a consumer group, so it needs nothing more.
+    "reporting": ("referral.events", "panel.events", "assignment.events", "plans.events", "hub.events"),
 }
 SERVICE_WRITES: dict[str, tuple[str, ...]] = {
     # and concerns of immediate danger to the hub
@@ -103,6 +106,9 @@ SERVICE_WRITES: dict[str, tuple[str, ...]] = {
     # referral goes to the hub's own ingress topic as agency `childrens-hub` (agency.childrens-hub.referrals.in),
     # which the hub's principal needs WRITE on once that agency's topics are created.
     "hub": ("hub.events", "contactcentre.escalations.out", "police.escalations.out", "agency.{agency}.outcomes.out"),
+    # nothing: a read model has no public stream (its consumer still writes the retry and dead-letter topics of what
+    # it reads, granted with its reads below)
+    "reporting": (),
 }
 
 

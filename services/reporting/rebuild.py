@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from services.reporting import storage
 from services.reporting.app import Settings
 from services.reporting.handlers import CONSUMER, HANDLERS, HEARS
 from shared.db import make_engine, make_sessions, transaction
+from shared.messaging.broker import client_security
 from shared.messaging.consumer import Handler
 from shared.messaging.envelope import H_TYPE, Envelope, EnvelopeError, decode_headers
 from shared.messaging.inbox import first_deliveries, first_delivery
@@ -110,8 +111,10 @@ async def apply(
     return applied, skipped, unreadable, failed
 
 
-async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(
+    bootstrap: str, topics: Sequence[str], security: Mapping[str, Any] | None = None
+) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -127,14 +130,19 @@ async def replay(
     consumer: str,
     topics: Sequence[str] = HEARS,
     batch: int = 1000,
+    security: Mapping[str, Any] | None = None,
 ) -> Rebuilt:
     """Steps 2 and 3: every partition of `topics` from its start to its end as of now, through the handlers."""
     started = time.monotonic()
-    partitions = await partitions_of(bootstrap, topics)
+    partitions = await partitions_of(bootstrap, topics, security)
     # `earliest`: with no group there is nothing committed, and aiokafka's default reset ("latest") can race with a
     # seek and leave a partition at its end, so that the replay silently reads nothing of it.
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        **(security or {}),
     )
     await reader.start()
     read = applied = skipped = unreadable = failed = 0
@@ -171,9 +179,14 @@ async def rebuild(settings: Settings, *, topics: Sequence[str] = HEARS, batch: i
     engine = make_engine(settings.database_url, settings.db_schema)
     sessions = make_sessions(engine)
     consumer = f"{settings.service}.{CONSUMER}"
+    security = client_security(settings)
     try:
+        # Kafka must answer before anything is emptied: a rebuild that cannot read the streams changes nothing.
+        await partitions_of(settings.kafka_bootstrap, topics, security)
         await empty(sessions, consumer)
-        return await replay(sessions, settings.kafka_bootstrap, consumer=consumer, topics=topics, batch=batch)
+        return await replay(
+            sessions, settings.kafka_bootstrap, consumer=consumer, topics=topics, batch=batch, security=security
+        )
     finally:
         await engine.dispose()
 

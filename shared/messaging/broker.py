@@ -1,6 +1,7 @@
 """The one way to build a Kafka broker: durable producer settings, authentication, tracing and Prometheus metrics."""
 
 import ssl
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -31,6 +32,24 @@ def kafka_security(settings: ServiceSettings) -> BaseSecurity | None:
         ssl_context=context,
         use_ssl=tls,
     )
+
+
+def client_security(settings: ServiceSettings) -> dict[str, Any]:
+    """The same security as keyword arguments for aiokafka's own clients (admin, or a consumer outside the broker)."""
+    security = kafka_security(settings)
+    if security is None:
+        return {}
+    options: dict[str, Any] = {
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": security.ssl_context,
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        }
+    return options
 
 
 def make_broker(

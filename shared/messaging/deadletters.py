@@ -15,9 +15,11 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.messaging.broker import client_security
 from shared.messaging.consumer import (
     H_ATTEMPTS,
     H_CONSUMER,
@@ -28,6 +30,7 @@ from shared.messaging.consumer import (
 )
 from shared.messaging.envelope import H_ID, H_TYPE, decode_headers
 from shared.messaging.topics import TOPICS, dlq_topic, retry_topic
+from shared.settings import ServiceSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +52,15 @@ class DeadLetter:
         )
 
 
+def _security() -> dict[str, Any]:
+    """The operator's Kafka credentials, from the CTP_KAFKA_* variables the services read (SASL_SSL in production)."""
+    return client_security(ServiceSettings())
+
+
 async def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
     """Everything currently in a dead-letter topic, read without joining a consumer group."""
     # No group: the consumer is assigned every partition of the topic and commits nothing.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False, **_security())
     await consumer.start()
     try:
         partitions = sorted(consumer.assignment())
@@ -86,7 +94,7 @@ async def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
 
 async def replay(bootstrap: str, letters: list[DeadLetter]) -> int:
     """Send dead letters back through their origin's retry topic, with fresh attempts."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **_security())
     await producer.start()
     try:
         for letter in letters:

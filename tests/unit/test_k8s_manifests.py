@@ -1,5 +1,6 @@
 """The Kubernetes manifests in deploy/k8s agree with the code: every service deployed safely, configured only with
-settings it has, given only placeholder secrets, and scaled on the consumer groups and topics it really reads."""
+settings it has, given only placeholder secrets, and scaled on the consumer groups and topics it really reads; and the
+production ACLs and database roles grant each service what its code really uses."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from deploy.local import SERVICES
+from deploy.production import render
 from deploy.production.render import REPLACED_PER_AGENCY, SERVICE_READS
+from services.reporting.storage import FACT_TABLES
 from shared.messaging.topics import TOPICS
 from shared.settings import ServiceSettings
 
@@ -24,7 +28,7 @@ for module in ("shared.messaging.consumer", "shared.messaging.outbox", "services
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-SERVICES = ("referral", "panel", "assignment", "plans", "hub")
+ROLES_SQL = ROOT / "deploy" / "production" / "postgres-roles.sql"
 PLACEHOLDER = "REPLACE_ME"
 # Kafka client security settings every service reads (shared/settings.py), allowed by name.
 KAFKA_SECURITY = {
@@ -261,3 +265,35 @@ def test_the_production_acls_grant_each_service_what_it_really_consumes(monkeypa
     for service in SERVICES:
         consumed = {per_agency.get(t, t) for topics in subscriptions(service, monkeypatch).values() for t in topics}
         assert consumed == set(SERVICE_READS[service]), service
+
+
+def test_the_production_definitions_cover_every_service() -> None:
+    assert set(render.SERVICES) == set(SERVICES)
+    assert set(SERVICE_READS) == set(render.SERVICE_WRITES) == set(SERVICES)
+    roles = ROLES_SQL.read_text()
+    for service in SERVICES:
+        assert f"CREATE SCHEMA {service} AUTHORIZATION {service}_owner;" in roles, service
+        assert re.search(rf"^CREATE ROLE {service}\s+LOGIN", roles, re.MULTILINE), service
+        assert re.search(rf"^CREATE ROLE {service}_owner\s+LOGIN", roles, re.MULTILINE), service
+
+
+def test_only_reporting_may_empty_tables_and_only_what_its_rebuild_empties() -> None:
+    """Default privileges give every runtime role SELECT, INSERT, UPDATE; the rebuild's TRUNCATE of the fact tables
+    and DELETE of its inbox are granted by name (the grant, in a comment, is run after the migrations)."""
+    lines = (line.removeprefix("--").strip() for line in ROLES_SQL.read_text().splitlines())
+    statements = [" ".join(statement.split()) for statement in " ".join(lines).split(";")]
+    defaults: dict[str, str] = {}
+    emptying: dict[str, set[str]] = {}
+    for statement in statements:
+        if found := re.search(
+            r"ALTER DEFAULT PRIVILEGES FOR ROLE \w+ IN SCHEMA \w+ GRANT ([A-Z, ]+) ON TABLES TO (\w+)$", statement
+        ):
+            defaults[found[2]] = found[1]
+        elif found := re.search(r"\bGRANT ([A-Z, ]+) ON ([\w., ]+) TO (\w+)$", statement):
+            rights = {right.strip().removesuffix(" PRIVILEGES") for right in found[1].split(",")}
+            if rights & {"DELETE", "TRUNCATE", "ALL"}:
+                assert found[3] == "reporting" and rights in ({"DELETE"}, {"TRUNCATE"}), statement
+                tables = {table.strip().removeprefix("reporting.") for table in found[2].split(",")}
+                emptying.setdefault(rights.pop(), set()).update(tables)
+    assert defaults == {service: "SELECT, INSERT, UPDATE" for service in SERVICES}
+    assert emptying == {"TRUNCATE": {table.name for table in FACT_TABLES}, "DELETE": {"inbox"}}

@@ -8,7 +8,7 @@ import pytest
 from faststream.security import SASLPlaintext, SASLScram512
 
 from services.hub.app import Settings as HubSettings
-from shared.messaging.broker import kafka_security
+from shared.messaging.broker import client_security, kafka_security
 from shared.messaging.consumer import RetryPolicy
 
 
@@ -51,3 +51,18 @@ def test_the_kafka_clients_authenticate_as_the_settings_say(monkeypatch: pytest.
     monkeypatch.setenv("CTP_KAFKA_SASL_USERNAME", "")
     with pytest.raises(ValueError, match="needs CTP_KAFKA_SASL_USERNAME"):
         kafka_security(HubSettings())
+
+
+def test_aiokafka_clients_outside_the_broker_get_the_same_security(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client_security(HubSettings()) == {}
+    monkeypatch.setenv("CTP_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CTP_KAFKA_SASL_USERNAME", "svc.reporting")
+    monkeypatch.setenv("CTP_KAFKA_SASL_PASSWORD", "not-a-real-secret")
+    options = client_security(HubSettings())
+    assert {k: v for k, v in options.items() if k != "ssl_context"} == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "svc.reporting",
+        "sasl_plain_password": "not-a-real-secret",
+    }
+    assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
