@@ -140,21 +140,27 @@ class Consumer:
         for topic in topics:
             self._subscribe(broker, topic, reject=reject)
 
+    def holds_partitions(self) -> bool:
+        """Every subscription of this consumer (its topics and their retry topics) has been given partitions."""
+        return bool(self._subscribers) and all(
+            s.consumer is not None and s.consumer.assignment() for s in self._subscribers
+        )
+
     async def measure_lag(self) -> None:
         """Set `ctp_consumer_lag_messages`: per topic, the records between this group's committed offsets and the
         high-water marks of the partitions this instance holds (what scaling on lag and the lag alert read)."""
         behind: dict[str, int] = {}
         for subscriber in self._subscribers:
             kafka = subscriber.consumer
-            if kafka is None:
+            partitions = sorted(kafka.assignment()) if kafka is not None else []
+            if not partitions:
                 continue
-            for partition in kafka.assignment():
-                highwater = kafka.highwater(partition)
-                if highwater is None:  # nothing fetched from it yet
-                    continue
+            ends = await kafka.end_offsets(partitions)  # asked now: a fetch's high-water mark can be stale
+            for partition in partitions:
                 committed = await kafka.committed(partition)
-                start = committed if committed is not None else await kafka.position(partition)
-                behind[partition.topic] = behind.get(partition.topic, 0) + max(0, highwater - start)
+                if committed is None:  # nothing committed yet: a restart would read from the earliest offset
+                    committed = (await kafka.beginning_offsets([partition]))[partition]
+                behind[partition.topic] = behind.get(partition.topic, 0) + max(0, ends[partition] - committed)
         # A topic this instance no longer holds (after a rebalance) reads 0 here, so summed lag is not counted twice.
         for topic in self._lag_topics | behind.keys():
             LAG.labels(self.name, topic).set(behind.get(topic, 0))

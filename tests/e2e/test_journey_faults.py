@@ -30,7 +30,6 @@ PORT_BASE = 18400
 # Which service is killed, and just after which step of the journey: each while its next piece of work is in flight.
 CRASHES = {
     "health-nz referred a child": "referral",  # the agency's referral is on the ingress topic, not yet taken in
-    "panel accepted": "assignment",  # the acceptance is on panel.events: a lead is to be proposed
     "manager confirmed": "plans",  # the assignment is on assignment.events: the case is to be opened
 }
 
@@ -61,7 +60,7 @@ async def test_services_killed_mid_journey_and_started_again_finish_it_with_ever
 
     journey = await play(PORT_BASE, kafka_bootstrap, echo=lambda _: None, after_step=crash)
 
-    assert killed == ["referral", "assignment", "plans"]
+    assert killed == ["referral", "plans"]
     assert journey.steps[-1].startswith("escalated at intake to the national contact centre; acknowledged")
     children = {journey.child_id}
     records = await records_about(kafka_bootstrap, (*STREAMS, OUTCOMES), children)

@@ -185,16 +185,6 @@ async def test_lag_counts_what_a_consumer_group_has_not_yet_committed_and_falls_
         await release.wait()  # the first batch is held: nothing is committed yet
         await probe.record_effect(session, envelope)
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for seq in range(30):
-            envelope = probe.ping(run_id, seq, f"child-{seq}")
-            headers = [(k, v.encode()) for k, v in envelope.headers().items()]
-            await producer.send_and_wait(topic, envelope.body(), key=envelope.key, headers=headers)
-    finally:
-        await producer.stop()
-
     def lag() -> float | None:
         return REGISTRY.get_sample_value("ctp_consumer_lag_messages", {"consumer": group, "topic": topic})
 
@@ -206,10 +196,26 @@ async def test_lag_counts_what_a_consumer_group_has_not_yet_committed_and_falls_
     consumer.attach(broker, [topic])
     await broker.start()
     try:
-        # The high-water marks are known once each partition was fetched from; until then a partition adds nothing.
-        await eventually(lambda: measured(30), within=120)
+        # Sent once the group is settled: a held batch cannot rejoin a rebalance, which would stall until it returns.
+        await eventually(lambda: _settled(consumer), within=120)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for seq in range(30):
+                envelope = probe.ping(run_id, seq, f"child-{seq}")
+                headers = [(k, v.encode()) for k, v in envelope.headers().items()]
+                await producer.send_and_wait(topic, envelope.body(), key=envelope.key, headers=headers)
+        finally:
+            await producer.stop()
+
+        # Measured once a second, as a scrape would (each measurement asks Kafka for offsets).
+        await eventually(lambda: measured(30), within=120, every=1)
         release.set()
-        await eventually(lambda: measured(0), within=120)
+        await eventually(lambda: measured(0), within=120, every=1)
     finally:
         await broker.stop()
     assert len(await effects(sessions, run_id)) == 30
+
+
+async def _settled(consumer: Consumer) -> bool:
+    return consumer.holds_partitions()
