@@ -188,6 +188,8 @@ def _print_directory(urls: dict[str, str]) -> None:
         f"  Kafka      {os.environ.get('KAFKA_BOOTSTRAP', '')}",
         f"  PostgreSQL 127.0.0.1:{os.environ.get('PG_PORT', '')} database childrensteams",
         f"  Zipkin     {zipkin}/zipkin/",
+        f"  Hub console {urls['hub']}/console (sign in as a development user)",
+        f"  Reports    {urls['reporting']}/reports (Bearer token with the governance_group role)",
         f"  A dev token (hub social worker): {token}",
         "  Ctrl-C stops everything.",
         "",
