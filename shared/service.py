@@ -115,12 +115,24 @@ async def _connect_then_relay(runtime: Runtime) -> None:
     await runtime.relay.run()
 
 
+async def _measure_lag(runtime: Runtime) -> None:
+    """Keep `ctp_consumer_lag_messages` current in the background: asking Kafka for offsets can take seconds while a
+    group rebalances, so a scrape of /metrics only reads the gauge."""
+    every = runtime.settings.lag_interval_seconds
+    while True:
+        await asyncio.sleep(every)
+        for consumer in runtime.consumers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.measure_lag(), every)
+
+
 @contextlib.asynccontextmanager
 async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
-    """Start the broker with the relay, and the timers; stop them in reverse on the way out."""
+    """Start the broker with the relay, the timers and the lag measurement; stop them in reverse on the way out."""
     tasks = [
         asyncio.create_task(_connect_then_relay(runtime), name="broker-and-relay"),
         asyncio.create_task(runtime.timers.run(), name="timers"),
+        asyncio.create_task(_measure_lag(runtime), name="consumer-lag"),
     ]
     try:
         yield runtime
@@ -199,9 +211,6 @@ def create_service(
     async def metrics() -> Response:
         with contextlib.suppress(Exception):
             await runtime.relay.measure_backlog()
-        for consumer in runtime.consumers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.measure_lag(), 5)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:

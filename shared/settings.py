@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     retry_max_delay_seconds: float = 60.0
     consumer_max_records: int = 200
 
+    # How often each consumer's lag is measured for /metrics (ctp_consumer_lag_messages).
+    lag_interval_seconds: float = 15.0
+
     timer_poll_seconds: float = 1.0
     timer_lease_seconds: float = 60.0
 
