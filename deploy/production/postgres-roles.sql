@@ -138,7 +138,7 @@ REVOKE referral_owner, panel_owner, assignment_owner, plans_owner, hub_owner, re
 --        -v ON_ERROR_STOP=1 <<'SQL'
 --   GRANT TRUNCATE ON reporting.referrals, reporting.sibling_groups, reporting.cases, reporting.actions,
 --       reporting.overdue_reviews, reporting.concerns, reporting.concern_overrides, reporting.escalations,
---       reporting.escalation_steps TO reporting;
+--       reporting.escalation_steps, reporting.lead_capacity TO reporting;
 --   GRANT DELETE ON reporting.inbox TO reporting;
 --   SQL
 

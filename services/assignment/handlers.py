@@ -260,6 +260,7 @@ class Matcher:
             lead_manager_id=proposal.manager_id,
         )
         await cancel(session, kind=PROPOSAL_DEADLINE, key=proposal.proposal_id)
+        lead = await storage.practitioner(session, practitioner_id=proposal.practitioner_id)
         await publish(
             session,
             child,
@@ -272,6 +273,7 @@ class Matcher:
                 assigned_at=now,
                 previous_practitioner_id=previous if previous != proposal.practitioner_id else None,
                 reassignment_reason=proposal.reason if previous else None,
+                lead_capacity=lead.max_caseload if lead is not None else None,
             ),
         )
         return True

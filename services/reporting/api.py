@@ -53,6 +53,7 @@ async def build(session: AsyncSession, principal: Principal, name: str, period: 
                 await storage.overdue_actions(session),
                 await storage.overdue_reviews_of(session),
                 suppress=True,
+                capacities=await storage.lead_capacities(session),
             )
         case "exits":
             return exits_report(await storage.journeys(session), period, suppress=True)
@@ -68,6 +69,7 @@ async def build(session: AsyncSession, principal: Principal, name: str, period: 
                 await storage.journeys(session),
                 await storage.overdue_actions(session),
                 await storage.overdue_reviews_of(session),
+                await storage.lead_capacities(session),
             )
     raise AssertionError(f"no report {name!r}")
 

@@ -467,8 +467,10 @@ def cases_report(
     reviews: Iterable[OverdueReview],
     *,
     suppress: bool,
+    capacities: Mapping[str, int] | None = None,
 ) -> Report:
-    """Now: open journeys by stage, overdue actions and reviews per team, caseloads, siblings who kept one lead."""
+    """Now: open journeys by stage, overdue actions and reviews per team, caseloads against the leads' capacity,
+    siblings who kept one lead. `capacities` is each lead's latest known maximum caseload."""
     open_now = [j for j in journeys if j.open]
     stages = Counter(j.where for j in open_now)
     overdue_actions, overdue_reviews = open_overdue(journeys, actions, reviews)
@@ -481,6 +483,7 @@ def cases_report(
     team_rows: list[Row] = []
     for team, cases in sorted(teams.items()):
         leads = {j.lead_practitioner_id for j in cases if j.lead_practitioner_id}
+        capacity, used = team_capacity(cases, capacities or {})
         team_rows.append(
             {
                 "team": f"team of {team}",
@@ -489,6 +492,8 @@ def cases_report(
                 "mean_caseload": derived(
                     len(cases) / len(leads) if leads else None, basis=len(cases), suppress=suppress
                 ),
+                "capacity": Cell(capacity),  # staff's maximum caseloads, not children: never suppressed
+                "capacity_used": derived(100 * used / capacity if capacity else None, basis=used, suppress=suppress),
                 "overdue_actions": count(actions_by_team.get(team, 0), suppress=suppress),
                 "overdue_reviews": count(reviews_by_team.get(team, 0), suppress=suppress),
             }
@@ -513,13 +518,14 @@ def cases_report(
                     Column("leads", "Lead professionals"),
                     Column("open_cases", "Open cases"),
                     Column("mean_caseload", "Cases per lead", "figure"),
+                    Column("capacity", "Capacity"),
+                    Column("capacity_used", "Capacity used (%)", "figure"),
                     Column("overdue_actions", "Overdue actions"),
                     Column("overdue_reviews", "Overdue reviews"),
                 ),
                 tuple(team_rows),
                 chart="open_cases",
-                note="Capacity (each lead's maximum caseload) is kept by the assignment service and is not in its "
-                "public events yet, so caseloads are shown without it.",
+                note=CAPACITY_NOTE,
             ),
             Table(
                 "siblings",
@@ -717,9 +723,15 @@ def hub_report(
 
 
 def team_report(
-    manager_id: str, journeys: Sequence[Journey], actions: Iterable[OverdueAction], reviews: Iterable[OverdueReview]
+    manager_id: str,
+    journeys: Sequence[Journey],
+    actions: Iterable[OverdueAction],
+    reviews: Iterable[OverdueReview],
+    capacities: Mapping[str, int] | None = None,
 ) -> Report:
-    """A manager's own staff: each lead's caseload and overdue items, and the children whose lead they supervise."""
+    """A manager's own staff: each lead's caseload against their capacity (`capacities`, each lead's latest known
+    maximum caseload) and overdue items, and the children whose lead they supervise."""
+    capacities = capacities or {}
     mine = [j for j in journeys if j.open and j.case_id is not None and j.manager_id == manager_id]
     overdue_actions, overdue_reviews = open_overdue(mine, actions, reviews)
     actions_by_lead = tally(overdue_actions, "lead_practitioner_id")
@@ -735,10 +747,12 @@ def team_report(
         (
             Table(
                 "by_lead",
-                "Caseloads and overdue items of the lead professionals you supervise",
+                "Caseloads against capacity, and overdue items, of the lead professionals you supervise",
                 (
                     Column("lead", "Lead professional", "label"),
                     Column("open_cases", "Open cases"),
+                    Column("capacity", "Capacity"),
+                    Column("free_slots", "Free slots"),
                     Column("overdue_actions", "Overdue actions"),
                     Column("overdue_reviews", "Overdue reviews"),
                 ),
@@ -746,12 +760,16 @@ def team_report(
                     {
                         "lead": lead,
                         "open_cases": Cell(len(cases)),
+                        "capacity": Cell(capacities.get(lead)),
+                        "free_slots": Cell(free_slots(len(cases), capacities.get(lead))),
                         "overdue_actions": Cell(actions_by_lead.get(lead, 0)),
                         "overdue_reviews": Cell(reviews_by_lead.get(lead, 0)),
                     }
                     for lead, cases in sorted(leads.items())
                 ),
                 chart="open_cases",
+                note="Capacity is the lead's maximum caseload as of their latest assignment; blank if not known yet. "
+                "Free slots: capacity less open cases, never below zero.",
             ),
             Table(
                 "by_child",
@@ -783,6 +801,27 @@ def team_report(
 
 
 # Helpers ------------------------------------------------------------------------------------------------------
+
+CAPACITY_NOTE = (
+    "Capacity: the sum of the team's leads' maximum caseloads, each as of the lead's latest assignment. Capacity "
+    "used: the open cases of those leads as a share of it. A lead whose capacity is not known yet (last assigned "
+    "before assignments carried it) is left out of both."
+)
+
+
+def team_capacity(cases: Iterable[Journey], capacities: Mapping[str, int]) -> tuple[int | None, int]:
+    """(the summed capacity of the leads of these open cases whose capacity is known, or None if nobody's is;
+    how many of the cases those leads hold)."""
+    known = {j.lead_practitioner_id for j in cases if j.lead_practitioner_id in capacities}
+    if not known:
+        return None, 0
+    held = sum(j.lead_practitioner_id in known for j in cases)
+    return sum(capacities[lead] for lead in known if lead is not None), held
+
+
+def free_slots(open_cases: int, capacity: int | None) -> int | None:
+    """How many more cases a lead can take: capacity less open cases, never below zero; None if capacity unknown."""
+    return None if capacity is None else max(capacity - open_cases, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,7 +143,8 @@ async def note_reconsideration(session: AsyncSession, envelope: Envelope) -> Non
 
 
 async def note_lead(session: AsyncSession, envelope: Envelope) -> None:
-    """The first lead's time measures time to help; the latest assignment says who leads (and supervises) now."""
+    """The first lead's time measures time to help; the latest assignment says who leads (and supervises) now, and
+    the latest assignment of a lead says their capacity."""
     assigned = envelope.event
     assert isinstance(assigned, LeadAssigned)
     await storage.put(
@@ -160,6 +161,16 @@ async def note_lead(session: AsyncSession, envelope: Envelope) -> None:
         earliest=["first_lead_at"],
         when_newer=("lead_at", ["lead_practitioner_id", "manager_id"]),
     )
+    # The lead's capacity as the assignment service had it then; an older event (or one from before the event
+    # carried it) never overwrites a newer figure.
+    if assigned.lead_capacity is not None:
+        await storage.put(
+            session,
+            storage.lead_capacity,
+            {"practitioner_id": assigned.practitioner_id},
+            {"max_caseload": assigned.lead_capacity, "as_of": assigned.assigned_at},
+            when_newer=("as_of", ["max_caseload"]),
+        )
 
 
 # Plans stream ---------------------------------------------------------------------------------------------------

@@ -143,6 +143,15 @@ escalation_steps = Table(
     Column("step", Integer, primary_key=True),
 )
 
+# Each lead professional's capacity (maximum caseload) as the latest `LeadAssigned` naming them said it.
+lead_capacity = Table(
+    "lead_capacity",
+    metadata,
+    Column("practitioner_id", Text, primary_key=True),
+    Column("max_caseload", Integer, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+)
+
 FACT_TABLES = (
     referrals,
     sibling_groups,
@@ -153,6 +162,7 @@ FACT_TABLES = (
     concern_overrides,
     escalations,
     escalation_steps,
+    lead_capacity,
 )
 
 
@@ -321,6 +331,12 @@ async def concerns_of(session: AsyncSession) -> list[Concern]:
     )
     query = select(concerns.c.concern_id, concerns.c.first_screened_at, concerns.c.priority, overrides.label("n"))
     return [Concern(r.concern_id, r.first_screened_at, r.priority, r.n) for r in await session.execute(query)]
+
+
+async def lead_capacities(session: AsyncSession) -> dict[str, int]:
+    """Each lead's latest known capacity (maximum caseload), by practitioner id."""
+    query = select(lead_capacity.c.practitioner_id, lead_capacity.c.max_caseload)
+    return {r.practitioner_id: r.max_caseload for r in await session.execute(query)}
 
 
 async def escalations_of(session: AsyncSession) -> list[Escalation]:

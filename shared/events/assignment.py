@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from shared.events.catalogue import Event, event_type
 
 
@@ -33,6 +35,7 @@ class LeadAssigned(Event):
     assigned_at: datetime
     previous_practitioner_id: str | None = None
     reassignment_reason: str | None = None
+    lead_capacity: int | None = Field(default=None, description="the lead's maximum caseload when assigned")
 
 
 @event_type("nz.childrensteams.assignment.lead_declined.v1")

@@ -101,6 +101,7 @@ async def test_accepted_and_agreed_a_child_gets_a_proposed_lead_whom_the_manager
     assert confirmed.status_code == 200, confirmed.text
     [assigned] = await leads.events(LeadAssigned, lambda e: e.subject == child_id)
     assert (assigned.event.practitioner_id, assigned.event.manager_id) == (known, f"mgr-{known}")
+    assert assigned.event.lead_capacity == 10  # the practitioner's maximum caseload, for reporting
     directory = (await services.api.get("/practitioners", headers=ADMIN)).json()
     assert next(p for p in directory if p["practitioner_id"] == known)["caseload"] == 1
     await outcomes.events(  # the referrer is told

@@ -113,6 +113,10 @@ def run() -> Run:
     return Run(uuid.uuid4().hex[:8], f"{year}-{month:02d}", datetime(year, month, 1, 10, tzinfo=NZ))
 
 
+# Each of this run's leads' maximum caseload, as the assignment service says it in `LeadAssigned.lead_capacity`.
+CAPACITY = {"a": 6, "b": 3}
+
+
 async def seven_journeys_and_six_concerns(streams: Streams, run: Run) -> list[str]:
     """Seven children referred by this run's agency and two by another; returns the child ids of the seven.
 
@@ -179,6 +183,7 @@ async def seven_journeys_and_six_concerns(streams: Streams, run: Run) -> list[st
             )
         )
         lead = run.lead("a" if n < 4 else "b") if ours else f"lead-other-{run.id}"
+        capacity = CAPACITY["a" if n < 4 else "b"] if ours else 10
         manager = run.manager if ours else f"mgr-other-{run.id}"
         later.append(
             (
@@ -190,6 +195,7 @@ async def seven_journeys_and_six_concerns(streams: Streams, run: Run) -> list[st
                     practitioner_id=lead,
                     manager_id=manager,
                     assigned_at=assigned,
+                    lead_capacity=capacity,
                 ),
                 child,
                 assigned,
@@ -419,6 +425,9 @@ async def test_governance_sees_a_months_figures_with_small_counts_suppressed(
     ]
     team = row(table(cases, "by_team"), team=f"team of {run.manager}")
     assert team["leads"] == 2 and team["open_cases"] is None and team["suppressed"][0] == "open_cases"
+    # Capacity is staff's, shown; the share of it used is derived from two children, suppressed.
+    assert team["capacity"] == CAPACITY["a"] + CAPACITY["b"]
+    assert team["capacity_used"] is None and "capacity_used" in team["suppressed"]
 
     reads = await audit_rows(reporting, f"lgg-{run.id}")
     assert [(a, d["report"], d["format"]) for a, d in reads][-1] == ("read report", "referrals", "csv")
@@ -434,9 +443,11 @@ async def test_a_manager_sees_only_their_own_staff_and_children(
     await eventually(lambda: heard_all(reporting.runtime.sessions, run))
     report = (await reporting.api.get("/reports/team", headers=manager)).json()
     assert table(report, "by_lead") == [
-        {"lead": run.lead("a"), "open_cases": 1, "overdue_actions": 1, "overdue_reviews": 1, "suppressed": []},
-        {"lead": run.lead("b"), "open_cases": 1, "overdue_actions": 0, "overdue_reviews": 0, "suppressed": []},
-    ]
+        {"lead": run.lead("a"), "open_cases": 1, "capacity": CAPACITY["a"], "free_slots": CAPACITY["a"] - 1,
+         "overdue_actions": 1, "overdue_reviews": 1, "suppressed": []},
+        {"lead": run.lead("b"), "open_cases": 1, "capacity": CAPACITY["b"], "free_slots": CAPACITY["b"] - 1,
+         "overdue_actions": 0, "overdue_reviews": 0, "suppressed": []},
+    ]  # fmt: skip
     by_child = table(report, "by_child")
     assert [(r["child_id"], r["stage"]) for r in by_child] == [(ours[3], "implement"), (ours[5], "implement")]
 

@@ -20,15 +20,18 @@ from services.reporting.domain import (
     OverdueAction,
     OverdueReview,
     Period,
+    cases_report,
     count,
     derived,
     exits_report,
     feedback_report,
+    free_slots,
     may_read,
     median,
     percentile,
     referrals_report,
     siblings_with_one_lead,
+    team_capacity,
     team_report,
     timeliness_report,
 )
@@ -164,6 +167,44 @@ def test_a_review_held_after_it_fell_due_is_no_longer_overdue() -> None:
     reviewed = journey(1, case_id="case-1", lead_practitioner_id="lead-a", manager_id="mgr-1", last_reviewed_at=FRIDAY)
     report = team_report("mgr-1", [reviewed], [], [OverdueReview("case-1", FRIDAY - timedelta(days=1))])
     assert report.tables[0].rows[0]["overdue_reviews"] == Cell(0)
+
+
+def open_case(n: int, lead: str, manager: str = "mgr-1") -> Journey:
+    return journey(n, case_id=f"case-{n}", lead_practitioner_id=lead, manager_id=manager, stage="implement")
+
+
+def test_a_teams_capacity_sums_its_leads_known_capacities_and_counts_only_their_cases() -> None:
+    cases = [open_case(1, "lead-a"), open_case(2, "lead-a"), open_case(3, "lead-b"), open_case(4, "lead-c")]
+    assert team_capacity(cases, {"lead-a": 6, "lead-b": 4, "lead-z": 99}) == (10, 3)  # lead-c's is not known
+    assert team_capacity(cases, {}) == (None, 0)
+    assert free_slots(2, 6) == 4 and free_slots(7, 6) == 0 and free_slots(1, None) is None
+
+
+def test_capacity_is_shown_to_governance_and_the_share_used_is_suppressed_under_five_children() -> None:
+    big = [open_case(n, "lead-a" if n < 6 else "lead-b") for n in range(8)]  # mgr-1: 8 cases, two leads
+    small = [open_case(10 + n, "lead-c", "mgr-2") for n in range(3)]  # mgr-2: 3 cases, one lead
+    capacities = {"lead-a": 10, "lead-b": 6, "lead-c": 12}
+    report = cases_report(big + small, [], [], suppress=True, capacities=capacities)
+    by_team = {row["team"]: row for row in next(t for t in report.tables if t.key == "by_team").rows}
+    assert by_team["team of mgr-1"]["capacity"] == Cell(16)
+    assert by_team["team of mgr-1"]["capacity_used"] == Cell(50.0)  # 8 of 16
+    assert by_team["team of mgr-2"]["capacity"] == Cell(12)  # staff, not children: never suppressed
+    assert by_team["team of mgr-2"]["capacity_used"] == Cell(None, suppressed=True)
+    unsuppressed = cases_report(small, [], [], suppress=False, capacities=capacities)
+    assert unsuppressed.tables[1].rows[0]["capacity_used"] == Cell(25.0)
+    unknown = cases_report(big, [], [], suppress=True).tables[1].rows[0]
+    assert unknown["capacity"] == Cell(None) and unknown["capacity_used"] == Cell(None)
+    assert not any("not in its public events" in t.note for t in report.tables)
+
+
+def test_a_manager_sees_each_leads_capacity_and_free_slots() -> None:
+    cases = [open_case(1, "lead-a"), open_case(2, "lead-a"), open_case(3, "lead-b"), open_case(4, "lead-c")]
+    report = team_report("mgr-1", cases, [], [], {"lead-a": 5, "lead-b": 1})
+    by_lead = {row["lead"]: row for row in report.tables[0].rows}
+    assert (by_lead["lead-a"]["capacity"], by_lead["lead-a"]["free_slots"]) == (Cell(5), Cell(3))
+    assert (by_lead["lead-b"]["capacity"], by_lead["lead-b"]["free_slots"]) == (Cell(1), Cell(0))
+    assert (by_lead["lead-c"]["capacity"], by_lead["lead-c"]["free_slots"]) == (Cell(None), Cell(None))
+    assert report.as_json()["tables"][0]["rows"][0]["free_slots"] == 3  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
