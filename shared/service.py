@@ -149,7 +149,7 @@ async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
 
 
 async def readiness(runtime: Runtime) -> dict[str, str]:
-    """Ready means the database answers and the broker's metadata can be fetched."""
+    """Ready means the database answers, the broker's metadata can be fetched and every consumer holds partitions."""
     checks: dict[str, str] = {}
     try:
         async with runtime.sessions() as session:
@@ -161,6 +161,10 @@ async def readiness(runtime: Runtime) -> dict[str, str]:
         checks["kafka"] = "ok" if await runtime.broker.ping(timeout=2) else "unreachable"
     except Exception as error:
         checks["kafka"] = f"unreachable: {type(error).__name__}"
+    # Until every consumer group has handed this instance its partitions, events wait (the groups are still
+    # rebalancing after start-up). With more instances than partitions a spare instance would wait here for good.
+    joined = all(consumer.holds_partitions() for consumer in runtime.consumers)
+    checks["consumers"] = "ok" if joined else "joining their groups"
     return checks
 
 

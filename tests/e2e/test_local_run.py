@@ -41,7 +41,7 @@ async def test_the_five_services_run_as_processes_report_ready_and_stop_on_ctrl_
             for url in urls.values():
                 assert (await client.get(f"{url}/health/live")).json() == {"status": "live"}
                 ready = (await client.get(f"{url}/health/ready")).json()
-                assert ready == {"status": "ready", "database": "ok", "kafka": "ok"}
+                assert ready == {"status": "ready", "database": "ok", "kafka": "ok", "consumers": "ok"}
                 metrics = (await client.get(f"{url}/metrics")).text
                 assert "ctp_outbox_backlog" in metrics
     finally:
