@@ -62,7 +62,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.hop import RESULTS, ROOT, CpuMeter, Stack, create_topics, delete_topics, machine, measure_raw, paced
+from bench.hop import (
+    RESULTS,
+    ROOT,
+    CpuMeter,
+    Stack,
+    all_read,
+    create_topics,
+    delete_topics,
+    machine,
+    measure_raw,
+    paced,
+)
 from bench.hop import percentile as nearest_rank
 from bench.intake import Agency, Message, messages, settled
 from deploy.local import database_url
@@ -311,15 +322,7 @@ class ContactCentre:
                 self._arrived.set()
 
     async def wait_for(self, concern_ids: list[str], within: float) -> bool:
-        deadline = time.monotonic() + within
-        while not all(c in self.read for c in concern_ids):
-            self._arrived.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
-        return True
+        return await all_read(self.read, concern_ids, self._arrived, within)
 
 
 async def raise_concern(api: httpx.AsyncClient, run: str, seq: int, samples: dict[str, Sample]) -> None:

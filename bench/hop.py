@@ -45,7 +45,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -144,6 +144,20 @@ def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
         "max": round(max(ms), 2),
         "mean": round(sum(ms) / len(ms), 2),
     }
+
+
+async def all_read(read: Container[str], ids: Iterable[str], arrived: asyncio.Event, within: float) -> bool:
+    """Wait until every id is in `read` (a reader sets `arrived` after each batch); False if `within` s pass first."""
+    wanted = list(ids)
+    deadline = time.monotonic() + within
+    while not all(i in read for i in wanted):
+        arrived.clear()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), min(remaining, 1.0))
+    return True
 
 
 def rate(count: int, seconds: float) -> float:

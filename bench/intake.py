@@ -64,6 +64,7 @@ from bench.hop import (
     ROOT,
     CpuMeter,
     Stack,
+    all_read,
     create_topics,
     delete_topics,
     latency_ms,
@@ -214,15 +215,7 @@ class Agency:
         return future
 
     async def wait_for(self, ids: list[str], within: float) -> bool:
-        deadline = time.monotonic() + within
-        while not all(i in self.read for i in ids):
-            self._arrived.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
-        return True
+        return await all_read(self.read, ids, self._arrived, within)
 
 
 # ------------------------------------------------------------------------------------------------ instruments
