@@ -17,9 +17,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.agencies import AGENCIES
 from shared.db import make_engine, make_sessions
 from shared.messaging.outbox import add_to_outbox
-from shared.messaging.topics import dlq_topic, retry_topic
+from shared.messaging.topics import dlq_topic, outcomes_out, retry_topic
 from shared.migrations import create_backbone
 from tests.support import probe
 from tests.support.kafka import AgencySystem, TopicReader
@@ -233,8 +234,11 @@ async def agency(kafka_bootstrap: str) -> AsyncIterator[AgencySystem]:
         yield system
 
 
+EVERY_OUTCOMES_TOPIC = [outcomes_out(agency) for agency in sorted(AGENCIES)]
+
+
 @pytest.fixture
 async def outcomes(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
-    """What agencies read: outcomes of their referrals, from the moment the test starts."""
-    async with TopicReader(kafka_bootstrap, "agency.outcomes.out") as reader:
+    """What agencies read: outcomes of their referrals (every agency's), from the moment the test starts."""
+    async with TopicReader(kafka_bootstrap, *EVERY_OUTCOMES_TOPIC) as reader:
         yield reader

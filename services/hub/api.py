@@ -41,11 +41,13 @@ from services.hub.handlers import (
     take_in,
 )
 from shared.access import Refused, audited, in_transaction, role_check
+from shared.agencies import agency_source
 from shared.events.agency import ChildDetails, Consent, LongText, Practitioner, ReferralSubmitted, Text, WhanauMember
 from shared.events.codes import NeedDomain, ReasonCode
 from shared.events.hub import ConcernReferred, ConcernReport, EscalationStoodDown
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import add_to_outbox
+from shared.messaging.topics import referrals_in
 from shared.security import CurrentPrincipal, Principal
 from shared.service import runtime_of
 
@@ -54,8 +56,9 @@ router = APIRouter(tags=["hub"])
 HUB_STAFF = (SOCIAL_WORKER, DUTY_MANAGER)
 READERS = (SOCIAL_WORKER, DUTY_MANAGER, AUDITOR)
 HUB_AGENCY = "childrens-hub"
-HUB_AGENCY_SOURCE = f"/agencies/{HUB_AGENCY}"
-REFERRALS_IN = "agency.referrals.in"
+HUB_AGENCY_SOURCE = agency_source(HUB_AGENCY)
+# A concern the hub turns into a referral goes in as the hub's own agency, on its own ingress topic.
+REFERRALS_IN = referrals_in(HUB_AGENCY)
 Purpose = Annotated[str, Header(alias="X-Purpose", max_length=100)]
 
 

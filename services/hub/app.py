@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             Subscription(
                 consumer="intake",
-                topics=[handlers.AGENCY_CONCERNS],
+                topics=handlers.AGENCY_CONCERNS,
                 handlers=partial(handlers.register_intake, escalation=escalation),
                 reject=handlers.reject_concern,
             ),

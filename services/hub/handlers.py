@@ -33,6 +33,7 @@ from services.hub.domain import (
     notification_id,
     screen,
 )
+from shared.agencies import AGENCIES, sender_problems
 from shared.events import Event
 from shared.events.codes import ConcernCategory
 from shared.events.concerns import ConcernRaised
@@ -52,19 +53,19 @@ from shared.events.hub import (
 )
 from shared.events.referral import Problem
 from shared.messaging.consumer import Consumer
-from shared.messaging.envelope import H_CORRELATION, H_ID, H_SOURCE, H_SUBJECT, Envelope
+from shared.messaging.envelope import H_CORRELATION, H_ID, H_SUBJECT, Envelope
 from shared.messaging.errors import InvalidInput, PermanentError
 from shared.messaging.outbox import add_to_outbox
+from shared.messaging.topics import agency_of, concerns_in, outcomes_out
 from shared.timers import Timer, cancel, schedule
 
 log = logging.getLogger(__name__)
 
 SOURCE = "/services/hub"
 STREAM = "hub.events"
-AGENCY_CONCERNS = "agency.concerns.in"
+AGENCY_CONCERNS = [concerns_in(agency) for agency in sorted(AGENCIES)]
 RAISED = "concerns.raised"
 ACKS = "contactcentre.acks.in"
-OUTCOMES = "agency.outcomes.out"
 TO_CONTACT_CENTRE = "contactcentre.escalations.out"
 TO_POLICE = "police.escalations.out"
 ESCALATION_TOPICS = [TO_CONTACT_CENTRE, TO_POLICE]
@@ -533,20 +534,13 @@ async def cancel_steps(session: AsyncSession, escalation: Row[Any]) -> None:
 # Concerns from agencies and services -----------------------------------------------------------------------------
 
 
-def sender_agency(source: str) -> str:
-    prefix = "/agencies/"
-    return source.removeprefix(prefix) if source.startswith(prefix) else ""
-
-
 def register_intake(consumer: Consumer, *, escalation: EscalationSettings) -> None:
-    """Agencies' systems raise concerns on agency.concerns.in."""
+    """Agencies' systems raise concerns on their agency.<code>.concerns.in."""
 
     async def receive_concern(session: AsyncSession, envelope: Envelope) -> None:
         submitted = envelope.event
         assert isinstance(submitted, ConcernSubmitted)
-        problems = []
-        if sender_agency(envelope.source) != submitted.agency:
-            problems.append({"field": "agency", "problem": "an agency raises concerns only in its own name"})
+        problems = sender_problems(sender=agency_of(envelope.topic), source=envelope.source, named=submitted.agency)
         if envelope.subject != submitted.agency_concern_id:
             problems.append({"field": "ce_subject", "problem": "must be the agency_concern_id"})
         if problems:
@@ -573,15 +567,17 @@ def register_intake(consumer: Consumer, *, escalation: EscalationSettings) -> No
             concern_id=taken.concern_id,
         )
         await add_to_outbox(
-            session, envelope.caused(told, source=SOURCE, subject=submitted.agency_concern_id), topic=OUTCOMES
+            session,
+            envelope.caused(told, source=SOURCE, subject=submitted.agency_concern_id),
+            topic=outcomes_out(submitted.agency),
         )
 
     consumer.handles(ConcernSubmitted)(receive_concern)
 
 
-async def reject_concern(session: AsyncSession, headers: dict[str, str], error: InvalidInput) -> None:
-    """Input on agency.concerns.in that cannot be taken in: the sending agency hears every reason."""
-    agency = sender_agency(headers.get(H_SOURCE, "")) or "unknown"
+async def reject_concern(session: AsyncSession, topic: str, headers: dict[str, str], error: InvalidInput) -> None:
+    """Input on an agency's concerns topic that cannot be taken in: that agency hears every reason."""
+    agency = agency_of(topic)
     agency_concern_id = headers.get(H_SUBJECT) or "unknown"
     problems = [Problem(field=e["field"], problem=e["problem"]) for e in error.errors] or [
         Problem(field="message", problem=error.reason)
@@ -594,7 +590,7 @@ async def reject_concern(session: AsyncSession, headers: dict[str, str], error: 
         correlation_id=headers.get(H_CORRELATION) or cause_id,
         causation_id=cause_id,
     )
-    await add_to_outbox(session, envelope, topic=OUTCOMES)
+    await add_to_outbox(session, envelope, topic=outcomes_out(agency))
 
 
 def register_raised(consumer: Consumer, *, escalation: EscalationSettings) -> None:

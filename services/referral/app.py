@@ -17,7 +17,7 @@ SUBSCRIPTIONS = [
     # Agencies' referrals, consent changes and withdrawals; unreadable input is answered with a rejection.
     Subscription(
         consumer="intake",
-        topics=[handlers.INGRESS],
+        topics=handlers.INGRESS,
         handlers=handlers.register,
         reject=handlers.reject_submission,
     ),

@@ -11,30 +11,11 @@ from datetime import date
 from enum import StrEnum
 from typing import Literal
 
+from shared.agencies import AGENCIES, sender_problems
 from shared.events.agency import ChildDetails, Consent, ReferralSubmitted, WhanauMember
 from shared.events.codes import ConcernCategory, Participation, ReasonCode, SharingPurpose
 from shared.events.referral import MatchBasis, Outcome, Problem
 from shared.security import Principal
-
-# Agencies registered with the Children's Team. A referral from, or sharing with, any other is refused.
-KNOWN_AGENCIES: frozenset[str] = frozenset(
-    {
-        "health-nz",
-        "police-nz",
-        "education-moe",
-        "oranga-tamariki",
-        "msd",
-        "kainga-ora",
-        "ara-poutama",
-        "justice",
-        "whanau-ora",
-        "ngo-barnardos",
-        "ngo-plunket",
-        "iwi-provider",
-        "childrens-team",
-        "childrens-hub",
-    }
-)
 
 
 class ReferralStatus(StrEnum):
@@ -73,14 +54,11 @@ def withdrawn(status: ReferralStatus) -> ReferralStatus:
 
 
 def check_referral(
-    referral: ReferralSubmitted, *, sender: str, known: frozenset[str] = KNOWN_AGENCIES
+    referral: ReferralSubmitted, *, sender: str, source: str, known: frozenset[str] = AGENCIES
 ) -> list[Problem]:
-    """Rules the schema cannot know: registered agencies, and that an agency refers only in its own name."""
-    problems = []
-    if referral.agency not in known:
-        problems.append(Problem(field="agency", problem="is not a registered agency"))
-    if sender != referral.agency:
-        problems.append(Problem(field="agency", problem="does not match the sending agency"))
+    """Rules the schema cannot know: that an agency refers only in its own name (`sender` is the agency whose topic
+    the referral came in on, `source` its `ce_source`), and that every agency it names is registered."""
+    problems = [Problem(**p) for p in sender_problems(sender=sender, source=source, named=referral.agency)]
     for n, sharing in enumerate(referral.consent.share_with):
         if sharing.agency not in known:
             problems.append(Problem(field=f"consent.share_with.{n}.agency", problem="is not a registered agency"))
@@ -140,12 +118,6 @@ def concern_categories(reasons: Iterable[ReasonCode]) -> list[ConcernCategory]:
     }
     categories = {by_reason.get(reason, ConcernCategory.OTHER) for reason in reasons}
     return sorted(categories)
-
-
-def sender_agency(source: str) -> str:
-    """Agency systems publish with `ce_source` = `/agencies/<code>`."""
-    prefix = "/agencies/"
-    return source.removeprefix(prefix) if source.startswith(prefix) else ""
 
 
 # Child identity -------------------------------------------------------------------------------------------------

@@ -28,10 +28,10 @@ from services.referral.domain import (
     match_child,
     name_key,
     outcome_of,
-    sender_agency,
     surviving_group,
     withdrawn,
 )
+from shared.agencies import AGENCIES, sender_problems
 from shared.audit import record_access
 from shared.events import Event
 from shared.events.agency import (
@@ -63,16 +63,16 @@ from shared.events.referral import (
     SiblingGroupChanged,
 )
 from shared.messaging.consumer import Consumer
-from shared.messaging.envelope import H_CORRELATION, H_ID, H_SOURCE, H_SUBJECT, Envelope
+from shared.messaging.envelope import H_CORRELATION, H_ID, H_SUBJECT, Envelope
 from shared.messaging.errors import InvalidInput, PermanentError
 from shared.messaging.outbox import add_to_outbox
+from shared.messaging.topics import agency_of, outcomes_out, referrals_in
 from shared.security import Principal
 
 SOURCE = "/services/referral"
-INGRESS = "agency.referrals.in"
+INGRESS = [referrals_in(agency) for agency in sorted(AGENCIES)]
 STREAM = "referral.events"
 DECISIONS = ["panel.events", "assignment.events", "plans.events"]
-OUTCOMES = "agency.outcomes.out"
 CONCERNS = "concerns.raised"
 
 
@@ -107,7 +107,7 @@ async def tell_agency(
     **details: Any,
 ) -> None:
     event = ReferralOutcome(agency=agency, agency_referral_id=agency_referral_id, outcome=outcome, **details)
-    await publish(session, cause, event, topic=OUTCOMES, subject=agency_referral_id)
+    await publish(session, cause, event, topic=outcomes_out(agency), subject=agency_referral_id)
 
 
 def agency_system(agency: str) -> Principal:
@@ -122,7 +122,7 @@ async def receive_referral(session: AsyncSession, envelope: Envelope) -> None:
     referral = envelope.event
     assert isinstance(referral, ReferralSubmitted)
     agency, agency_id = referral.agency, referral.agency_referral_id
-    problems = check_referral(referral, sender=sender_agency(envelope.source))
+    problems = check_referral(referral, sender=agency_of(envelope.topic), source=envelope.source)
     if envelope.subject != agency_id:
         problems.append(Problem(field="ce_subject", problem="must be the agency_referral_id"))
     if problems:
@@ -525,8 +525,9 @@ async def _withdraw(session: AsyncSession, envelope: Envelope | None, row: Row[A
 async def _agencys_referral(
     session: AsyncSession, envelope: Envelope, agency: str, agency_referral_id: str
 ) -> Row[Any]:
-    if sender_agency(envelope.source) != agency:
-        raise InvalidInput("refused", [{"field": "agency", "problem": "does not match the sending agency"}])
+    problems = sender_problems(sender=agency_of(envelope.topic), source=envelope.source, named=agency)
+    if problems:
+        raise InvalidInput("refused", problems)
     row = await storage.referral_by_agency_id(session, agency=agency, agency_referral_id=agency_referral_id)
     if row is None:
         raise InvalidInput(
@@ -646,9 +647,9 @@ async def receive_answers(session: AsyncSession, envelope: Envelope) -> None:
 # Rejections ----------------------------------------------------------------------------------------------------------
 
 
-async def reject_submission(session: AsyncSession, headers: dict[str, str], error: InvalidInput) -> None:
-    """Input on the ingress topic that cannot be taken in: the sending agency hears every reason."""
-    agency = sender_agency(headers.get(H_SOURCE, "")) or "unknown"
+async def reject_submission(session: AsyncSession, topic: str, headers: dict[str, str], error: InvalidInput) -> None:
+    """Input on an agency's ingress topic that cannot be taken in: that agency hears every reason."""
+    agency = agency_of(topic)
     agency_referral_id = headers.get(H_SUBJECT) or "unknown"
     problems = [Problem(field=e["field"], problem=e["problem"]) for e in error.errors] or [
         Problem(field="message", problem=error.reason)
@@ -660,7 +661,7 @@ async def reject_submission(session: AsyncSession, headers: dict[str, str], erro
     told = ReferralOutcome(
         agency=agency, agency_referral_id=agency_referral_id, outcome=Outcome.REJECTED, problems=problems
     )
-    for event, topic in ((rejected, STREAM), (told, OUTCOMES)):
+    for event, destination in ((rejected, STREAM), (told, outcomes_out(agency))):
         envelope = Envelope(
             event=event,
             source=SOURCE,
@@ -668,4 +669,4 @@ async def reject_submission(session: AsyncSession, headers: dict[str, str], erro
             correlation_id=correlation_id,
             causation_id=cause_id,
         )
-        await add_to_outbox(session, envelope, topic=topic)
+        await add_to_outbox(session, envelope, topic=destination)

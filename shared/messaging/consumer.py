@@ -36,7 +36,8 @@ tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 # Called in the same transaction when a message on a strict (ingress) topic cannot be read: tells the sender why.
-Rejecter = Callable[[AsyncSession, dict[str, str], InvalidInput], Awaitable[None]]
+# It gets the topic the message arrived on, which names the sender on an agency's ingress topic.
+Rejecter = Callable[[AsyncSession, str, dict[str, str], InvalidInput], Awaitable[None]]
 
 # Headers the retry and dead-letter path adds; the original CloudEvents headers travel unchanged.
 H_CONSUMER = "ctp_consumer"
@@ -101,6 +102,26 @@ def _is_infrastructure(error: BaseException) -> bool:
     )
 
 
+def _trusted_headers(record: ConsumerRecord[Any, Any], *, retried: bool) -> dict[str, str]:
+    """The record's headers, with where it first arrived in `ctp_origin_*`.
+
+    Only our consumers write retry topics; on a first delivery, `ctp_` headers come from the sender and are dropped, so
+    an agency cannot claim its message arrived on another agency's topic.
+    """
+    headers = decode_headers(record.headers)
+    if retried:
+        return {
+            H_ORIGIN_TOPIC: record.topic.removesuffix(".retry"),
+            H_ORIGIN_PARTITION: str(record.partition),
+            H_ORIGIN_OFFSET: str(record.offset),
+        } | headers
+    return {k: v for k, v in headers.items() if not k.startswith("ctp_")} | {
+        H_ORIGIN_TOPIC: record.topic,
+        H_ORIGIN_PARTITION: str(record.partition),
+        H_ORIGIN_OFFSET: str(record.offset),
+    }
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, InvalidInput):
         return error.describe()
@@ -137,8 +158,7 @@ class Consumer:
         every type is this consumer's business; without it, types nobody here handles are passed over.
         """
         self._broker = broker
-        for topic in topics:
-            self._subscribe(broker, topic, reject=reject)
+        self._subscribe(broker, topics, reject=reject)
 
     def holds_partitions(self) -> bool:
         """Every subscription of this consumer (its topics and their retry topics) has been given partitions."""
@@ -166,22 +186,24 @@ class Consumer:
             LAG.labels(self.name, topic).set(behind.get(topic, 0))
         self._lag_topics |= behind.keys()
 
-    def _subscribe(self, broker: KafkaBroker, topic: str, *, reject: Rejecter | None) -> None:
+    def _subscribe(self, broker: KafkaBroker, topics: Sequence[str], *, reject: Rejecter | None) -> None:
+        # One Kafka consumer for all the group's topics and one for their retry topics: each consumer that joins a
+        # group makes the whole group rebalance, so fewer members settle sooner.
         main = broker.subscriber(
-            topic,
+            *topics,
             group_id=self.name,
             batch=True,
             max_records=self.max_records,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
-            title=f"{self.name}:{topic}",
+            title=f"{self.name}:main",
         )
         retries = broker.subscriber(
-            retry_topic(topic),
+            *(retry_topic(topic) for topic in topics),
             group_id=self.name,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
-            title=f"{self.name}:{retry_topic(topic)}",
+            title=f"{self.name}:retry",
         )
         self._subscribers += [main, retries]
 
@@ -189,7 +211,7 @@ class Consumer:
         async def consume(message: KafkaMessage) -> None:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
-            await self._settle(message, records, topic=topic, reject=reject, attempt_of=lambda _h: 1)
+            await self._settle(message, records, retried=False, reject=reject)
 
         @retries
         async def consume_retry(message: KafkaMessage) -> None:
@@ -203,29 +225,22 @@ class Consumer:
             wait = int(headers.get(H_NOT_BEFORE, "0")) / 1000 - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await self._settle(
-                message,
-                (record,),
-                topic=topic,
-                reject=reject,
-                attempt_of=lambda h: int(h.get(H_ATTEMPTS, "1")) + 1,
-            )
+            await self._settle(message, (record,), retried=True, reject=reject)
 
     async def _settle(
         self,
         message: KafkaMessage,
         records: Sequence[ConsumerRecord[Any, Any]],
         *,
-        topic: str,
+        retried: bool,
         reject: Rejecter | None,
-        attempt_of: Callable[[dict[str, str]], int],
     ) -> None:
         """Handle a batch, route its failures, then commit offsets. Never raises: on trouble, redeliver the batch."""
         outage = 0
         while True:
             try:
-                failures = await self._handle_batch(records, reject=reject, attempt_of=attempt_of)
-                await self._route_failures(failures, topic=topic)
+                failures = await self._handle_batch(records, retried=retried, reject=reject)
+                await self._route_failures(failures)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -234,11 +249,7 @@ class Consumer:
                 outage += 1
                 delay = min(30.0, 0.25 * 2 ** min(outage, 7)) * random.uniform(0.8, 1.2)
                 log.warning(
-                    "consumer %s cannot settle a batch from %s (%s); retrying in %.1fs",
-                    self.name,
-                    topic,
-                    type(error).__name__,
-                    delay,
+                    "consumer %s cannot settle a batch (%s); retrying in %.1fs", self.name, type(error).__name__, delay
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -251,37 +262,33 @@ class Consumer:
             return
 
     async def _handle_batch(
-        self,
-        records: Sequence[ConsumerRecord[Any, Any]],
-        *,
-        reject: Rejecter | None,
-        attempt_of: Callable[[dict[str, str]], int],
+        self, records: Sequence[ConsumerRecord[Any, Any]], *, retried: bool, reject: Rejecter | None
     ) -> list[_Failure]:
         try:
-            return await self._run_batch(records, reject=reject, attempt_of=attempt_of, isolate=False)
+            return await self._run_batch(records, retried=retried, reject=reject, isolate=False)
         except _HandlerFailed:
             # Rare: a handler raised, and the whole batch rolled back. Do it again with a savepoint per event,
             # so that only the failing events leave for the retry topic.
-            return await self._run_batch(records, reject=reject, attempt_of=attempt_of, isolate=True)
+            return await self._run_batch(records, retried=retried, reject=reject, isolate=True)
 
     async def _run_batch(
         self,
         records: Sequence[ConsumerRecord[Any, Any]],
         *,
+        retried: bool,
         reject: Rejecter | None,
-        attempt_of: Callable[[dict[str, str]], int],
         isolate: bool,
     ) -> list[_Failure]:
         failures: list[_Failure] = []
         async with self.sessions() as session, session.begin():
             work: list[_Work] = []
             for record in records:
-                headers = decode_headers(record.headers)
-                attempt = attempt_of(headers)
+                headers = _trusted_headers(record, retried=retried)
+                attempt = int(headers.get(H_ATTEMPTS, "1")) + 1 if retried else 1
                 if reject is None and headers.get(H_TYPE) not in self._handlers:
                     continue  # public streams carry many types; this consumer needs only some
                 try:
-                    envelope = Envelope.decode(headers, record.value or b"")
+                    envelope = Envelope.decode(headers, record.value or b"", topic=headers[H_ORIGIN_TOPIC])
                 except EnvelopeError as error:
                     await self._reject(session, record, headers, error, reject)
                     failures.append(_Failure(record, headers, error, attempt, permanent=True))
@@ -289,7 +296,7 @@ class Consumer:
                 handler = self._handlers.get(envelope.type)
                 if handler is None:
                     # Only on an ingress topic (see above): a well-formed event of a type nobody here accepts.
-                    refused = EnvelopeError(f"event type {envelope.type!r} is not accepted on {record.topic}")
+                    refused = EnvelopeError(f"event type {envelope.type!r} is not accepted on {envelope.topic}")
                     await self._reject(session, record, headers, refused, reject)
                     failures.append(_Failure(record, headers, refused, attempt, permanent=True))
                     continue
@@ -348,28 +355,27 @@ class Consumer:
         if reject is None:
             return
         # Unreadable messages may lack a ce_id; their position in the origin topic identifies them instead.
-        origin = headers.get(H_ORIGIN_TOPIC, record.topic)
-        offset = headers.get(H_ORIGIN_OFFSET, str(record.offset))
-        partition = headers.get(H_ORIGIN_PARTITION, str(record.partition))
-        key = headers.get(H_ID) or f"{origin}/{partition}/{offset}"
+        origin = headers[H_ORIGIN_TOPIC]
+        key = headers.get(H_ID) or f"{origin}/{headers[H_ORIGIN_PARTITION]}/{headers[H_ORIGIN_OFFSET]}"
         async with session.begin_nested():
             if await first_delivery(session, consumer=f"{self.name}:rejected", event_id=key):
-                await reject(session, headers, error)
+                await reject(session, origin, headers, error)
 
-    async def _route_failures(self, failures: list[_Failure], *, topic: str) -> None:
+    async def _route_failures(self, failures: list[_Failure]) -> None:
         if not failures:
             return
         broker = self._broker
         assert broker is not None, "attach() the consumer to a broker first"
         confirmations = []
         for failure in failures:
+            topic = failure.headers[H_ORIGIN_TOPIC]
             headers = {k: v for k, v in failure.headers.items() if not k.startswith("ctp_")}
             headers |= {
                 H_CONSUMER: self.name,
                 H_ATTEMPTS: str(failure.attempts),
-                H_ORIGIN_TOPIC: failure.headers.get(H_ORIGIN_TOPIC, failure.record.topic),
-                H_ORIGIN_PARTITION: failure.headers.get(H_ORIGIN_PARTITION, str(failure.record.partition)),
-                H_ORIGIN_OFFSET: failure.headers.get(H_ORIGIN_OFFSET, str(failure.record.offset)),
+                H_ORIGIN_TOPIC: topic,
+                H_ORIGIN_PARTITION: failure.headers[H_ORIGIN_PARTITION],
+                H_ORIGIN_OFFSET: failure.headers[H_ORIGIN_OFFSET],
                 H_ERROR_TYPE: type(failure.error).__name__,
                 H_ERROR_MESSAGE: _describe(failure.error),
                 H_FAILED_AT: str(int(time.time() * 1000)),

@@ -35,7 +35,8 @@ class EnvelopeError(InvalidInput):
 class Envelope:
     """One event with its CloudEvents attributes.
 
-    `subject` is the child id, or the agency's referral id before a child id exists.
+    `subject` is the child id, or the agency's referral id before a child id exists. `topic` is where a consumer read
+    it (the first topic, for a retry): on an agency's ingress topic, it names the sending agency. It is not sent.
     """
 
     event: Event
@@ -45,6 +46,7 @@ class Envelope:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     correlation_id: str = ""
     causation_id: str = ""
+    topic: str = ""
 
     def __post_init__(self) -> None:
         if not self.correlation_id:
@@ -88,7 +90,7 @@ class Envelope:
         return self.event.model_dump_json().encode()
 
     @classmethod
-    def decode(cls, headers: Mapping[str, str], body: bytes) -> Envelope:
+    def decode(cls, headers: Mapping[str, str], body: bytes, *, topic: str = "") -> Envelope:
         """Read an envelope from Kafka headers and body; raise EnvelopeError with every reason when it is not one."""
         missing = [h for h in (H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_SUBJECT) if not headers.get(h)]
         if missing:
@@ -120,6 +122,7 @@ class Envelope:
             time=time,
             correlation_id=headers.get(H_CORRELATION) or headers[H_ID],
             causation_id=headers.get(H_CAUSATION, ""),
+            topic=topic,
         )
 
 

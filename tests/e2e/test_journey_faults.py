@@ -19,6 +19,7 @@ from shared.events.hub import ConcernOutcome, ConcernSubmitted
 from shared.events.referral import Outcome, ReferralOutcome
 from shared.messaging.consumer import H_CONSUMER, H_ERROR_MESSAGE
 from shared.messaging.envelope import Envelope
+from shared.messaging.topics import concerns_in, dlq_topic, outcomes_out, referrals_in
 from tests.conftest import eventually
 from tests.support.hub import critical_concern
 from tests.support.journeys import OUTCOMES, STREAMS, assert_every_effect_once, assert_handled_in_order, records_about
@@ -81,14 +82,14 @@ async def test_invalid_messages_are_answered_and_dead_lettered_and_everything_el
     good = make_referral()
     async with (
         AgencySystem(kafka_bootstrap) as agencies,
-        TopicReader(kafka_bootstrap, OUTCOMES) as outcomes,
-        TopicReader(kafka_bootstrap, "agency.referrals.in.dlq") as referral_letters,
-        TopicReader(kafka_bootstrap, "agency.concerns.in.dlq") as concern_letters,
+        TopicReader(kafka_bootstrap, outcomes_out("police-nz"), outcomes_out("education-moe"), OUTCOMES) as outcomes,
+        TopicReader(kafka_bootstrap, dlq_topic(referrals_in("police-nz"))) as referral_letters,
+        TopicReader(kafka_bootstrap, dlq_topic(concerns_in("education-moe"))) as concern_letters,
         TopicReader(kafka_bootstrap, "panel.events.dlq") as internal_letters,
     ):
         # Not JSON at all, on the referral ingress topic.
         garbage_headers = {"ce_id": str(uuid.uuid4()), "ce_source": "/agencies/police-nz", "ce_subject": garbage_id}
-        await agencies.send_raw("agency.referrals.in", b"{not json", key=garbage_id, headers=garbage_headers)
+        await agencies.send_raw(referrals_in("police-nz"), b"{not json", key=garbage_id, headers=garbage_headers)
         # A concern that breaks the published schema.
         concern = ConcernSubmitted.model_validate(
             {
@@ -102,7 +103,7 @@ async def test_invalid_messages_are_answered_and_dead_lettered_and_everything_el
         body["concern"]["categories"] = ["not-a-category"]
         envelope = Envelope(event=concern, source="/agencies/education-moe", subject=bad_concern_id)
         await agencies.send_raw(
-            "agency.concerns.in", json.dumps(body).encode(), key=bad_concern_id, headers=envelope.headers()
+            concerns_in("education-moe"), json.dumps(body).encode(), key=bad_concern_id, headers=envelope.headers()
         )
         # A broken event on an internal stream, heard by three services.
         internal_headers = {
@@ -116,7 +117,7 @@ async def test_invalid_messages_are_answered_and_dead_lettered_and_everything_el
         }
         await agencies.send_raw("panel.events", b'{"referral_id": 7}', key=internal_id, headers=internal_headers)
         # And a good referral behind them all.
-        await agencies.send("agency.referrals.in", good, agency="health-nz", subject=good.agency_referral_id)
+        await agencies.send(referrals_in("health-nz"), good, agency="health-nz", subject=good.agency_referral_id)
 
         [garbage] = await outcomes.events(ReferralOutcome, lambda e: e.event.agency_referral_id == garbage_id)
         assert (garbage.event.agency, garbage.event.outcome) == ("police-nz", Outcome.REJECTED)

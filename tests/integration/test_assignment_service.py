@@ -14,6 +14,7 @@ from services.assignment.handlers import PROPOSAL_DEADLINE
 from shared.events.agency import ConsentChanged
 from shared.events.assignment import LeadAssigned, LeadDeclined, LeadProposed
 from shared.events.referral import ConsentWithdrawn, Outcome, ReferralOutcome
+from shared.messaging.topics import referrals_in
 from tests.conftest import eventually
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.referrals import make_referral
@@ -64,7 +65,7 @@ async def refer_and_accept(
     agency: AgencySystem, outcomes: TopicReader, panel: RunningService, **overrides: Any
 ) -> tuple[Any, str, str]:
     referral = make_referral(**overrides)
-    await agency.send("agency.referrals.in", referral, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
     [told] = await outcomes.events(ReferralOutcome, lambda e: e.event.agency_referral_id == referral.agency_referral_id)
     referral_id, child_id = told.event.referral_id, told.event.child_id
 
@@ -142,7 +143,7 @@ async def test_no_lead_is_sought_until_the_family_agrees(
         "given_at": "2026-11-22T09:00:00+13:00",
     }
     change = ConsentChanged(agency_referral_id=referral.agency_referral_id, agency="health-nz", consent=agreed)
-    await agency.send("agency.referrals.in", change, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), change, agency="health-nz", subject=referral.agency_referral_id)
     [proposed] = await leads.events(LeadProposed, lambda e: e.subject == child_id)
     assert proposed.event.practitioner_id == known
 

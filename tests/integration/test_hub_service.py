@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from services.hub.handlers import ACKS, AGENCY_CONCERNS, OUTCOMES, RAISED, STREAM, TO_CONTACT_CENTRE, TO_POLICE
+from services.hub.api import REFERRALS_IN
+from services.hub.handlers import ACKS, RAISED, STREAM, TO_CONTACT_CENTRE, TO_POLICE
 from services.hub.watchdog import Watchdog
 from shared.events.agency import ReferralSubmitted
 from shared.events.concerns import ConcernRaised
@@ -28,6 +29,7 @@ from shared.events.hub import (
 )
 from shared.events.referral import Outcome, ReferralOutcome
 from shared.messaging.envelope import Envelope
+from shared.messaging.topics import concerns_in, outcomes_out
 from tests.support.hub import concern, critical_concern, read_all, run_hub
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.services import RunningService, bearer
@@ -156,7 +158,7 @@ async def test_agency_concern_is_screened_and_a_malformed_one_is_rejected_with_r
     agency_concern_id = f"moe-{uuid.uuid4().hex[:8]}"
     async with (
         run_hub(kafka_bootstrap) as _hub,
-        TopicReader(kafka_bootstrap, OUTCOMES) as outcomes,
+        TopicReader(kafka_bootstrap, outcomes_out("education-moe")) as outcomes,
         AgencySystem(kafka_bootstrap) as moe,
     ):
         submitted = ConcernSubmitted.model_validate(
@@ -167,7 +169,7 @@ async def test_agency_concern_is_screened_and_a_malformed_one_is_rejected_with_r
                 "concern": critical_concern(),
             }
         )
-        await moe.send(AGENCY_CONCERNS, submitted, agency="education-moe", subject=agency_concern_id)
+        await moe.send(concerns_in("education-moe"), submitted, agency="education-moe", subject=agency_concern_id)
         [received] = await outcomes.events(ConcernOutcome, lambda e: e.event.agency_concern_id == agency_concern_id)
         assert received.event.outcome == "received" and received.event.concern_id
 
@@ -177,7 +179,9 @@ async def test_agency_concern_is_screened_and_a_malformed_one_is_rejected_with_r
         envelope = Envelope(event=submitted, source="/agencies/education-moe", subject=bad_id)
         import json
 
-        await moe.send_raw(AGENCY_CONCERNS, json.dumps(body).encode(), key=bad_id, headers=envelope.headers())
+        await moe.send_raw(
+            concerns_in("education-moe"), json.dumps(body).encode(), key=bad_id, headers=envelope.headers()
+        )
         [rejected] = await outcomes.events(ConcernOutcome, lambda e: e.event.agency_concern_id == bad_id)
         assert rejected.event.outcome == "rejected"
         assert any(p.field.startswith("concern.categories") for p in rejected.event.problems)
@@ -262,8 +266,8 @@ async def test_a_concern_suited_to_a_childrens_team_becomes_a_referral(
 ) -> None:
     async with (
         run_hub(kafka_bootstrap) as hub,
-        TopicReader(kafka_bootstrap, "agency.referrals.in") as referrals_in,
-        TopicReader(kafka_bootstrap, OUTCOMES) as outcomes,
+        TopicReader(kafka_bootstrap, REFERRALS_IN) as referrals_in,
+        TopicReader(kafka_bootstrap, outcomes_out("childrens-hub")) as outcomes,
     ):
         # A child the referral service has not met, so the referral is received rather than linked.
         child = {"given_names": "Tama", "family_name": f"Rangi-{uuid.uuid4().hex[:8]}", "date_of_birth": "2015-09-09"}

@@ -24,6 +24,7 @@ from shared.events.panel import (
 from shared.events.plans import PlanSubmittedForReview
 from shared.events.referral import Outcome, ReferralInformationProvided, ReferralOutcome
 from shared.messaging.envelope import Envelope
+from shared.messaging.topics import referrals_in
 from shared.timers import Timer, TimerRunner
 from tests.conftest import eventually
 from tests.support.kafka import AgencySystem, TopicReader
@@ -43,7 +44,7 @@ async def decisions(kafka_bootstrap: str) -> AsyncIterator[TopicReader]:
 async def refer(agency: AgencySystem, outcomes: TopicReader, **overrides: Any) -> tuple[Any, str, str]:
     """An agency refers a child; returns the referral, its referral id and child id."""
     referral = make_referral(**overrides)
-    await agency.send("agency.referrals.in", referral, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
     [told] = await outcomes.events(ReferralOutcome, lambda e: e.event.agency_referral_id == referral.agency_referral_id)
     return referral, told.event.referral_id, told.event.child_id
 
@@ -179,7 +180,7 @@ async def test_more_information_goes_to_the_referrer_and_their_answer_puts_the_r
         agency_referral_id=referral.agency_referral_id, agency="health-nz", answers=["Mum, Nan and two siblings."]
     )
     async with TopicReader(kafka_bootstrap, "referral.events") as stream:
-        await agency.send("agency.referrals.in", answer, agency="health-nz", subject=referral.agency_referral_id)
+        await agency.send(referrals_in("health-nz"), answer, agency="health-nz", subject=referral.agency_referral_id)
         await stream.events(ReferralInformationProvided, lambda e: e.event.referral_id == referral_id)
     await eventually(lambda: queued(panel_service, referral_id))
 

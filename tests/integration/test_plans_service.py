@@ -30,6 +30,7 @@ from shared.events.plans import (
 )
 from shared.events.referral import ConsentWithdrawn, Outcome, ReferralOutcome
 from shared.messaging.envelope import Envelope
+from shared.messaging.topics import referrals_in
 from shared.timers import Timer, TimerRunner
 from tests.conftest import eventually
 from tests.support.kafka import AgencySystem, TopicReader
@@ -99,7 +100,7 @@ async def assigned_child(
         **overrides,
     )
     async with TopicReader(kafka_bootstrap, "assignment.events") as leads:
-        await agency.send("agency.referrals.in", referral, agency="health-nz", subject=referral.agency_referral_id)
+        await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
         [told] = await outcomes.events(
             ReferralOutcome, lambda e: e.event.agency_referral_id == referral.agency_referral_id
         )
@@ -299,7 +300,7 @@ async def test_withdrawn_consent_stops_an_out_of_scope_member_seeing_the_child_a
     narrower = referral.consent.model_dump() | {"share_with": []}
     change = ConsentChanged(agency_referral_id=referral.agency_referral_id, agency="health-nz", consent=narrower)
     async with TopicReader(kafka_bootstrap, "referral.events") as stream:
-        await agency.send("agency.referrals.in", change, agency="health-nz", subject=referral.agency_referral_id)
+        await agency.send(referrals_in("health-nz"), change, agency="health-nz", subject=referral.agency_referral_id)
         await stream.events(ConsentWithdrawn, lambda e: e.subject == child_id)
 
     async def refused() -> bool:

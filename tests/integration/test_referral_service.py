@@ -25,14 +25,15 @@ from shared.events.referral import (
     ReferralWithdrawn,
     SiblingGroupChanged,
 )
-from shared.messaging.consumer import H_ERROR_MESSAGE
+from shared.messaging.consumer import H_ERROR_MESSAGE, H_ORIGIN_TOPIC
+from shared.messaging.topics import dlq_topic, outcomes_out, referrals_in
 from shared.security import issue_token
 from shared.service import Runtime
 from tests.support.kafka import AgencySystem, TopicReader
 from tests.support.referrals import make_referral
 from tests.support.services import RunningService
 
-INGRESS, STREAM, OUTCOMES, CONCERNS = "agency.referrals.in", "referral.events", "agency.outcomes.out", "concerns.raised"
+STREAM, CONCERNS = "referral.events", "concerns.raised"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,9 @@ async def test_a_valid_referral_is_received_and_the_agency_is_told(
     service: tuple[Runtime, httpx.AsyncClient], agency: AgencySystem, stream: TopicReader, outcomes: TopicReader
 ) -> None:
     referral = make_referral()
-    sent = await agency.send(INGRESS, referral, agency="health-nz", subject=referral.agency_referral_id)
+    sent = await agency.send(
+        referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id
+    )
 
     [told] = await outcomes.events(ReferralOutcome, outcome_for(referral.agency_referral_id))
     assert told.event.outcome is Outcome.RECEIVED
@@ -92,8 +95,10 @@ async def test_an_invalid_referral_gets_every_reason_back_and_a_dead_letter_copy
         "ce_time": datetime.now(UTC).isoformat(),
         "content-type": "application/json",
     }
-    async with TopicReader(kafka_bootstrap, f"{INGRESS}.dlq") as dead_letters:
-        await agency.send_raw(INGRESS, json.dumps(body).encode(), key=agency_id, headers=envelope_headers)
+    async with TopicReader(kafka_bootstrap, dlq_topic(referrals_in("health-nz"))) as dead_letters:
+        await agency.send_raw(
+            referrals_in("health-nz"), json.dumps(body).encode(), key=agency_id, headers=envelope_headers
+        )
         [told] = await outcomes.events(ReferralOutcome, outcome_for(agency_id))
         letter = await dead_letters.headers_where(lambda h: h.get("ce_id") == envelope_headers["ce_id"])
 
@@ -104,17 +109,32 @@ async def test_an_invalid_referral_gets_every_reason_back_and_a_dead_letter_copy
     assert rejected.event.problems == told.event.problems
 
 
-async def test_an_unregistered_agency_and_garbage_are_both_answered(
+async def test_the_topic_names_the_sender_so_referring_in_another_agencys_name_and_garbage_are_answered(
     service: tuple[Runtime, httpx.AsyncClient], agency: AgencySystem, outcomes: TopicReader
 ) -> None:
-    stranger = make_referral(agency="acme-corp")
-    await agency.send(INGRESS, stranger, agency="acme-corp", subject=stranger.agency_referral_id)
-    await agency.send_raw(INGRESS, b"{not json", key="GARBAGE-1", headers={"ce_source": "/agencies/police-nz"})
+    # health-nz's system claims to be police-nz, in its headers and its body; only the topic cannot lie (ACLs).
+    impostor = make_referral(agency="police-nz")
+    await agency.send(referrals_in("health-nz"), impostor, agency="police-nz", subject=impostor.agency_referral_id)
+    # Garbage on police-nz's topic whose headers claim health-nz, and a forged "it first arrived elsewhere" header.
+    garbage_headers = {
+        "ce_source": "/agencies/health-nz",
+        "ce_subject": "GARBAGE-1",
+        H_ORIGIN_TOPIC: referrals_in("msd"),
+    }
+    await agency.send_raw(referrals_in("police-nz"), b"{not json", key="GARBAGE-1", headers=garbage_headers)
 
-    [refused] = await outcomes.events(ReferralOutcome, outcome_for(stranger.agency_referral_id))
-    assert refused.event.outcome is Outcome.REJECTED
-    assert [(p.field, p.problem) for p in refused.event.problems] == [("agency", "is not a registered agency")]
-    [garbage] = await outcomes.events(ReferralOutcome, lambda e: e.event.agency == "police-nz")
+    [refused] = await outcomes.events(ReferralOutcome, outcome_for(impostor.agency_referral_id))
+    assert (refused.topic, refused.event.agency, refused.event.outcome) == (
+        outcomes_out("health-nz"),
+        "health-nz",
+        Outcome.REJECTED,
+    )
+    assert [(p.field, p.problem) for p in refused.event.problems] == [
+        ("ce_source", "must be /agencies/health-nz on this agency's topic"),
+        ("agency", "does not match the sending agency"),
+    ]
+    [garbage] = await outcomes.events(ReferralOutcome, lambda e: e.event.agency_referral_id == "GARBAGE-1")
+    assert (garbage.topic, garbage.event.agency) == (outcomes_out("police-nz"), "police-nz")
     assert garbage.event.outcome is Outcome.REJECTED
     assert "missing CloudEvents headers" in garbage.event.problems[0].problem
 
@@ -123,8 +143,8 @@ async def test_the_same_referral_sent_again_makes_no_second_referral_and_the_out
     service: tuple[Runtime, httpx.AsyncClient], agency: AgencySystem, outcomes: TopicReader
 ) -> None:
     referral = make_referral()
-    await agency.send(INGRESS, referral, agency="health-nz", subject=referral.agency_referral_id)
-    await agency.send(INGRESS, referral, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
 
     first, again = await outcomes.events(ReferralOutcome, outcome_for(referral.agency_referral_id), count=2)
     assert (first.event.outcome, first.event.resent) == (Outcome.RECEIVED, False)
@@ -153,7 +173,7 @@ async def test_immediate_danger_goes_to_the_hub_as_a_critical_concern_not_a_refe
     )
 
     async with TopicReader(kafka_bootstrap, CONCERNS) as concerns:
-        await agency.send(INGRESS, referral, agency="health-nz", subject=referral.agency_referral_id)
+        await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
         [told] = await outcomes.events(ReferralOutcome, outcome_for(referral.agency_referral_id))
         [concern] = await concerns.events(ConcernRaised, lambda e: e.subject == told.event.child_id)
     assert told.event.outcome is Outcome.FORWARDED_TO_HUB
@@ -169,13 +189,15 @@ async def test_a_child_with_an_open_referral_is_linked_not_duplicated(
     service: tuple[Runtime, httpx.AsyncClient], agency: AgencySystem, stream: TopicReader, outcomes: TopicReader
 ) -> None:
     by_health = make_referral(child={"nhi": "ZZZ" + f"{uuid.uuid4().int % 10_000:04d}"})
-    await agency.send(INGRESS, by_health, agency="health-nz", subject=by_health.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), by_health, agency="health-nz", subject=by_health.agency_referral_id)
     [first] = await outcomes.events(ReferralOutcome, outcome_for(by_health.agency_referral_id))
 
     by_school = make_referral(
         agency="education-moe", agency_referral_id=f"MOE-{uuid.uuid4().hex[:8]}", child=by_health.child.model_dump()
     )
-    await agency.send(INGRESS, by_school, agency="education-moe", subject=by_school.agency_referral_id)
+    await agency.send(
+        referrals_in("education-moe"), by_school, agency="education-moe", subject=by_school.agency_referral_id
+    )
     [second] = await outcomes.events(ReferralOutcome, outcome_for(by_school.agency_referral_id))
     assert second.event.outcome is Outcome.LINKED_TO_EXISTING
     assert (second.event.referral_id, second.event.child_id) == (first.event.referral_id, first.event.child_id)
@@ -188,7 +210,7 @@ async def test_a_child_with_an_open_referral_is_linked_not_duplicated(
         agency_referral_id=f"POL-{uuid.uuid4().hex[:8]}",
         child=by_health.child.model_dump() | {"nhi": None, "given_names": by_health.child.given_names.upper()},
     )
-    await agency.send(INGRESS, by_police, agency="police-nz", subject=by_police.agency_referral_id)
+    await agency.send(referrals_in("police-nz"), by_police, agency="police-nz", subject=by_police.agency_referral_id)
     [third] = await outcomes.events(ReferralOutcome, outcome_for(by_police.agency_referral_id))
     assert third.event.child_id == first.event.child_id
     linked_again = await stream.events(ReferralLinked, lambda e: e.subject == first.event.child_id, count=2)
@@ -203,9 +225,9 @@ async def test_children_who_share_a_caregiver_become_one_sibling_group(
 ) -> None:
     older = make_referral()
     younger = make_referral(whanau=[m.model_dump() for m in older.whanau])
-    await agency.send(INGRESS, older, agency="health-nz", subject=older.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), older, agency="health-nz", subject=older.agency_referral_id)
     [first] = await outcomes.events(ReferralOutcome, outcome_for(older.agency_referral_id))
-    await agency.send(INGRESS, younger, agency="health-nz", subject=younger.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), younger, agency="health-nz", subject=younger.agency_referral_id)
     [second] = await outcomes.events(ReferralOutcome, outcome_for(younger.agency_referral_id))
 
     [group] = await stream.events(SiblingGroupChanged, lambda e: e.subject == second.event.child_id)
@@ -218,19 +240,19 @@ async def test_withdrawn_consent_is_published_at_once_and_a_family_saying_no_wit
     service: tuple[Runtime, httpx.AsyncClient], agency: AgencySystem, stream: TopicReader, outcomes: TopicReader
 ) -> None:
     referral = make_referral()
-    await agency.send(INGRESS, referral, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
     [received] = await outcomes.events(ReferralOutcome, outcome_for(referral.agency_referral_id))
     child_id = received.event.child_id
 
     narrower = referral.consent.model_dump() | {"share_with": []}
     change = ConsentChanged(agency_referral_id=referral.agency_referral_id, agency="health-nz", consent=narrower)
-    await agency.send(INGRESS, change, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), change, agency="health-nz", subject=referral.agency_referral_id)
     [withdrawal] = await stream.events(ConsentWithdrawn, lambda e: e.subject == child_id)
     assert (withdrawal.event.version, withdrawal.event.sharing) == (2, [])
 
     declined = referral.consent.model_dump() | {"participation": "no", "share_with": []}
     change = ConsentChanged(agency_referral_id=referral.agency_referral_id, agency="health-nz", consent=declined)
-    await agency.send(INGRESS, change, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), change, agency="health-nz", subject=referral.agency_referral_id)
     [gone] = await stream.events(ReferralWithdrawn, lambda e: e.subject == child_id)
     assert gone.event.reason == "family_declined"
     told = await outcomes.events(ReferralOutcome, outcome_for(referral.agency_referral_id), count=2)
@@ -242,7 +264,7 @@ async def test_referrals_are_read_only_with_a_need_to_know_and_every_attempt_is_
 ) -> None:
     runtime, api = service
     referral = make_referral()
-    await agency.send(INGRESS, referral, agency="health-nz", subject=referral.agency_referral_id)
+    await agency.send(referrals_in("health-nz"), referral, agency="health-nz", subject=referral.agency_referral_id)
     [told] = await outcomes.events(ReferralOutcome, outcome_for(referral.agency_referral_id))
     url = f"/referrals/{told.event.referral_id}"
 

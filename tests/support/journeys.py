@@ -20,9 +20,9 @@ from shared.events.assignment import LeadAssigned, LeadProposed
 from shared.events.plans import CaseClosed, CaseOpened, MemberJoined
 from shared.events.referral import Outcome, ReferralOutcome, ReferralReceived
 from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
-from shared.messaging.topics import TOPICS
+from shared.messaging.topics import TOPICS, outcomes_out
 
-OUTCOMES = "agency.outcomes.out"
+OUTCOMES = outcomes_out("health-nz")  # the agency of the demo's sample referral (deploy/local/samples.py)
 STREAMS = ("referral.events", "panel.events", "assignment.events", "plans.events", "hub.events")
 # What a journey must cause exactly once per child (a redelivered copy has the same event id; a second effect not).
 ONCE: tuple[tuple[str, type[Event]], ...] = (

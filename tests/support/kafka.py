@@ -10,12 +10,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.agencies import agency_source
 from shared.events import Event
 from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
 
 
 class AgencySystem:
-    """Publishes to ingress topics as `/agencies/<code>` would."""
+    """Publishes to an agency's ingress topics as `/agencies/<code>` would."""
 
     def __init__(self, bootstrap: str) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
@@ -28,7 +29,7 @@ class AgencySystem:
         await self.producer.stop()
 
     async def send(self, topic: str, event: Event, *, agency: str, subject: str) -> Envelope:
-        envelope = Envelope(event=event, source=f"/agencies/{agency}", subject=subject)
+        envelope = Envelope(event=event, source=agency_source(agency), subject=subject)
         await self.send_raw(topic, envelope.body(), key=subject, headers=envelope.headers())
         return envelope
 
@@ -39,11 +40,11 @@ class AgencySystem:
 
 
 class TopicReader:
-    """Reads a topic from the moment it was opened, decoding our envelopes."""
+    """Reads topics from the moment it was opened, decoding our envelopes."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.topic = ", ".join(topics)
+        self.consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False)
         self.seen: list[tuple[dict[str, str], Envelope | None]] = []
 
     async def __aenter__(self) -> TopicReader:
@@ -66,7 +67,7 @@ class TopicReader:
             for record in records:
                 headers = decode_headers(record.headers)
                 try:
-                    envelope: Envelope | None = Envelope.decode(headers, record.value or b"")
+                    envelope: Envelope | None = Envelope.decode(headers, record.value or b"", topic=record.topic)
                 except EnvelopeError:
                     envelope = None
                 self.seen.append((headers, envelope))

@@ -70,8 +70,9 @@ async def record_effect(session: AsyncSession, envelope: Envelope) -> None:
     )
 
 
-async def reject(session: AsyncSession, headers: dict[str, str], error: InvalidInput) -> None:
-    """What an ingress consumer does with input it cannot read: tell the sender (here: a row standing for the event)."""
+async def reject(session: AsyncSession, _topic: str, headers: dict[str, str], error: InvalidInput) -> None:
+    """What an ingress consumer does with input it cannot read: tell the sender (here: a row standing for the event;
+    the probe's topic names no agency, so the row names the sender's ce_source)."""
     await session.execute(
         text("INSERT INTO rejections (sender, reason, fields) VALUES (:sender, :reason, :fields)"),
         {

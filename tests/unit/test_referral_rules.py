@@ -37,7 +37,7 @@ def problems_of(**overrides: object) -> set[str]:
 
 def test_a_well_formed_referral_passes_the_schema_and_the_rules() -> None:
     referral = make_referral()
-    assert check_referral(referral, sender="health-nz") == []
+    assert check_referral(referral, sender="health-nz", source="/agencies/health-nz") == []
 
 
 def test_a_young_person_who_has_turned_18_is_not_referred_to_a_childrens_team() -> None:
@@ -74,9 +74,10 @@ def test_unregistered_agencies_and_an_agency_referring_in_anothers_name_are_refu
         agency="acme-corp",
         consent={"share_with": [{"agency": "nosy-ltd", "purposes": ["planning"]}]},
     )
-    problems = {(p.field, p.problem) for p in check_referral(referral, sender="health-nz")}
+    # health-nz's topic, so health-nz sent it, whatever its ce_source and body say.
+    problems = {(p.field, p.problem) for p in check_referral(referral, sender="health-nz", source="/agencies/acme")}
     assert problems == {
-        ("agency", "is not a registered agency"),
+        ("ce_source", "must be /agencies/health-nz on this agency's topic"),
         ("agency", "does not match the sending agency"),
         ("consent.share_with.0.agency", "is not a registered agency"),
     }
