@@ -2,16 +2,19 @@
 # Local infrastructure without Docker: PostgreSQL (Debian's server binaries, run on a
 # data folder of our own), a single-node KRaft Kafka broker and Zipkin, the last two run
 # from jars that Maven fetches once (versions in pom.xml beside this script).
+# The broker listens twice: PLAINTEXT for the services, and SASL_SSL (SCRAM-SHA-512 over TLS,
+# a CA of the stack's own) so that tests can connect the way production clients do.
 #
 #   [STACK=dev|test] deploy/local/stack.sh COMMAND
 #
 # Two stacks, so tests get their own broker and database beside a developer's:
-#   dev  (default): PostgreSQL 25432, Kafka 29092 (controller 29093), Zipkin 29411
-#   test          : PostgreSQL 26432, Kafka 30092 (controller 30093), Zipkin 30411
-# Each port can be overridden with PG_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT, ZIPKIN_PORT.
+#   dev  (default): PostgreSQL 25432, Kafka 29092 (controller 29093, SASL_SSL 29094), Zipkin 29411
+#   test          : PostgreSQL 26432, Kafka 30092 (controller 30093, SASL_SSL 30094), Zipkin 30411
+# Each port can be overridden with PG_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_SASL_PORT, ZIPKIN_PORT.
 #
 # Files: .local/cache/{kafka-libs,zipkin} (shared by both stacks), and per stack
-# .local/$STACK/{pgdata,kafka-data,logs,run}; .local/ is at the repository root.
+# .local/$STACK/{pgdata,kafka-data,logs,run}; .local/ is at the repository root. The SASL_SSL
+# listener's CA (ca.pem, what clients trust) and broker keystore are in kafka-data/tls.
 set -euo pipefail
 
 usage() {
@@ -40,9 +43,9 @@ CACHE_DIR=$LOCAL_DIR/cache
 KAFKA_LIBS=$CACHE_DIR/kafka-libs
 ZIPKIN_JAR=$CACHE_DIR/zipkin/zipkin.jar
 
-# Ports, in this order: PostgreSQL, Kafka, Kafka controller, Zipkin.
-DEV_PORTS=(25432 29092 29093 29411)
-TEST_PORTS=(26432 30092 30093 30411)
+# Ports, in this order: PostgreSQL, Kafka, Kafka controller, Zipkin, Kafka SASL_SSL.
+DEV_PORTS=(25432 29092 29093 29411 29094)
+TEST_PORTS=(26432 30092 30093 30411 30094)
 STACK=${STACK:-dev}
 case $STACK in
   dev) ports=("${DEV_PORTS[@]}") other_stack=test other_ports=("${TEST_PORTS[@]}") ;;
@@ -53,10 +56,11 @@ PG_PORT=${PG_PORT:-${ports[0]}}
 KAFKA_PORT=${KAFKA_PORT:-${ports[1]}}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-${ports[2]}}
 ZIPKIN_PORT=${ZIPKIN_PORT:-${ports[3]}}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-${ports[4]}}
 
 # 'env' exports PG_PORT, which is also an override here: after eval-ing one stack's env,
 # the other stack would silently use (and report) the first one's database.
-for port in "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ZIPKIN_PORT"; do
+for port in "$PG_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ZIPKIN_PORT" "$KAFKA_SASL_PORT"; do
   for taken in "${other_ports[@]}"; do
     if [[ $port == "$taken" ]]; then
       echo "[$STACK] ERROR: port $port is the $other_stack stack's; probably PG_PORT (or another *_PORT) was" \
@@ -71,6 +75,18 @@ KAFKA_DATA=$DATA_DIR/kafka-data
 KAFKA_LOG_DIRS=$KAFKA_DATA/log-dirs   # Kafka's log.dirs: partitions and the KRaft metadata log
 LOG_DIR=$DATA_DIR/logs
 RUN_DIR=$DATA_DIR/run
+
+# The SASL_SSL listener. Development-only credentials, written here on purpose like the database roles'
+# passwords: they guard a broker on 127.0.0.1 that also listens in PLAINTEXT. Never use them anywhere else.
+KAFKA_SASL_USERNAME=ctp-local
+KAFKA_SASL_PASSWORD=ctp-local-dev-only
+KAFKA_KEYSTORE_PASSWORD=ctp-local-dev-only
+KAFKA_TLS_DIR=$KAFKA_DATA/tls
+KAFKA_CA_PEM=$KAFKA_TLS_DIR/ca.pem            # what clients verify the broker against
+KAFKA_KEYSTORE=$KAFKA_TLS_DIR/broker.p12      # the broker's key and certificate chain (PKCS12)
+KAFKA_SCRAM="SCRAM-SHA-512=[name=$KAFKA_SASL_USERNAME,password=$KAFKA_SASL_PASSWORD]"
+# The credential the broker's metadata holds, as a hash: changing the password above makes the next start set it.
+KAFKA_SCRAM_STAMP=$KAFKA_DATA/scram.sha256
 
 # Every folder from / down to the repository lets others through?
 others_can_reach() {
@@ -100,6 +116,7 @@ DB_NAME=childrensteams
 SERVICES=(referral panel assignment plans hub reporting)
 
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+KEYTOOL=${JAVA_HOME:+$JAVA_HOME/bin/}keytool
 # Put on every java command line we start, so a pid file is trusted only if the pid
 # still belongs to this stack's process (pids get reused; two stacks run side by side).
 JAVA_MARKER=-Dlocal.stack.dir=$DATA_DIR
@@ -403,12 +420,20 @@ kafka_write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$KAFKA_LOG_DIRS
+
+# SASL_SSL as production has it (SCRAM-SHA-512 over TLS), for clients that should connect that way. No authorizer:
+# any authenticated user may do anything, as anyone may on PLAINTEXT.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_KEYSTORE
+listener.name.sasl_ssl.ssl.keystore.password=$KAFKA_KEYSTORE_PASSWORD
 
 # One node: every internal topic has a single replica.
 offsets.topic.replication.factor=1
@@ -432,6 +457,74 @@ broker.heartbeat.interval.ms=1000
 EOF
 }
 
+# Once per stack: a CA of its own and the broker's certificate, signed by it, for 127.0.0.1 and localhost. keytool
+# comes with the JDK the broker needs anyway. About 4 s (seven JVMs), the first time only.
+kafka_tls_once() {
+  [[ -s $KAFKA_CA_PEM && -s $KAFKA_KEYSTORE ]] && return 0
+  log "Kafka: making the SASL_SSL listener's CA and certificate in $KAFKA_TLS_DIR"
+  # Made in a side folder, so an interrupted run never leaves half a keystore that looks complete.
+  local tmp=$KAFKA_TLS_DIR.partial out=$LOG_DIR/kafka-tls.out
+  local key=(-keyalg EC -groupname secp256r1 -validity 3650 -storetype PKCS12 -storepass "$KAFKA_KEYSTORE_PASSWORD")
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  # The extensions are those a strict verifier (Python 3.13's default X509_STRICT) asks of a CA and a server.
+  if ! (
+    cd "$tmp"
+    "$KEYTOOL" -genkeypair -keystore ca.p12 -alias ca "${key[@]}" -dname "CN=Children's Teams local CA ($STACK)" \
+      -ext bc:c=ca:true -ext ku:c=keyCertSign,cRLSign
+    "$KEYTOOL" -exportcert -keystore ca.p12 -alias ca -storepass "$KAFKA_KEYSTORE_PASSWORD" -rfc -file ca.pem
+    "$KEYTOOL" -genkeypair -keystore broker.p12 -alias broker "${key[@]}" -dname "CN=localhost"
+    "$KEYTOOL" -certreq -keystore broker.p12 -alias broker -storepass "$KAFKA_KEYSTORE_PASSWORD" -file broker.csr
+    "$KEYTOOL" -gencert -keystore ca.p12 -alias ca -storepass "$KAFKA_KEYSTORE_PASSWORD" -validity 3650 \
+      -infile broker.csr -outfile broker.pem -rfc \
+      -ext san=ip:127.0.0.1,dns:localhost -ext ku:c=digitalSignature,keyEncipherment -ext eku=serverAuth
+    # The CA first, so that the signed certificate goes in with its chain.
+    "$KEYTOOL" -importcert -keystore broker.p12 -alias ca -storepass "$KAFKA_KEYSTORE_PASSWORD" -file ca.pem -noprompt
+    "$KEYTOOL" -importcert -keystore broker.p12 -alias broker -storepass "$KAFKA_KEYSTORE_PASSWORD" -file broker.pem
+    # Nothing signs anything again: the CA's private key is not kept.
+    rm ca.p12 broker.csr broker.pem
+  ) >"$out" 2>&1 </dev/null; then
+    rm -rf "$tmp"
+    fail_with_log "keytool could not make the SASL_SSL listener's certificates" "$out"
+  fi
+  rm -rf "$KAFKA_TLS_DIR"
+  mv "$tmp" "$KAFKA_TLS_DIR"
+}
+
+kafka_scram_stamp() { printf '%s' "$KAFKA_SCRAM" | sha256sum | cut -d' ' -f1; }
+
+# A stack formatted with this script got its SCRAM user from StorageTool; one formatted before the SASL_SSL
+# listener existed (or after a password change) gets it here, once, from the running broker. Kafka's jars have no
+# kafka-configs tool (it lives in kafka-tools), so a few lines of Java on the admin client, which the JDK runs from
+# source: about 3 s, paid once.
+kafka_scram_user_once() {
+  [[ -f $KAFKA_SCRAM_STAMP && $(<"$KAFKA_SCRAM_STAMP") == "$(kafka_scram_stamp)" ]] && return 0
+  log "Kafka: adding the SCRAM-SHA-512 user $KAFKA_SASL_USERNAME"
+  local source=$RUN_DIR/AddScramUser.java out=$LOG_DIR/kafka-scram.out
+  cat >"$source" <<'EOF'
+import java.util.List;
+import java.util.Map;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
+
+// args: bootstrap, user, password. Adds the user's SCRAM-SHA-512 credential, or replaces it.
+public class AddScramUser {
+    public static void main(String[] args) throws Exception {
+        try (Admin admin = Admin.create(Map.<String, Object>of("bootstrap.servers", args[0]))) {
+            var info = new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096);
+            admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(args[1], info, args[2]))).all().get();
+        }
+    }
+}
+EOF
+  kafka_java "$source" "127.0.0.1:$KAFKA_PORT" "$KAFKA_SASL_USERNAME" "$KAFKA_SASL_PASSWORD" >"$out" 2>&1 </dev/null \
+    || fail_with_log "could not add Kafka's SCRAM user $KAFKA_SASL_USERNAME (Java run from source needs a JDK)" "$out"
+  rm -f "$source"
+  kafka_scram_stamp >"$KAFKA_SCRAM_STAMP"
+}
+
 # Format only once: the cluster id lives in kafka-data/cluster.id, the formatted state in log-dirs.
 kafka_format_once() {
   [[ -f $KAFKA_LOG_DIRS/meta.properties ]] && return 0
@@ -445,9 +538,11 @@ kafka_format_once() {
   log "Kafka: formatting storage (cluster id $id)"
   # --standalone pairs with controller.quorum.bootstrap.servers and records this node as
   # the only voter. (A later KAFKA_CONTROLLER_PORT change is fine: 4.4 updates the voter.)
+  # --add-scram puts the SASL_SSL user in the first metadata, so a new stack needs no extra step for it.
   kafka_java kafka.tools.StorageTool format -t "$id" -c "$KAFKA_DATA/server.properties" \
-    --standalone --ignore-formatted >"$LOG_DIR/kafka-format.out" 2>&1 \
+    --standalone --ignore-formatted --add-scram "$KAFKA_SCRAM" >"$LOG_DIR/kafka-format.out" 2>&1 \
     || fail_with_log "Kafka storage format failed" "$LOG_DIR/kafka-format.out"
+  kafka_scram_stamp >"$KAFKA_SCRAM_STAMP"
 }
 
 kafka_start() {
@@ -455,15 +550,22 @@ kafka_start() {
   local pid
   if pid=$(pid_of kafka); then
     log "Kafka: already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+    if ! port_busy "$KAFKA_SASL_PORT"; then
+      log "Kafka: WARNING: nothing listens on the SASL_SSL port $KAFKA_SASL_PORT (a broker started by an older" \
+        "stack.sh?): 'STACK=$STACK $0 kafka-stop' and start again to get it"
+    fi
+    kafka_scram_user_once
     return 0
   fi
   mkdir -p "$KAFKA_DATA" "$LOG_DIR" "$RUN_DIR"
   require_free_port Kafka "$KAFKA_PORT"
   require_free_port "Kafka controller" "$KAFKA_CONTROLLER_PORT"
+  require_free_port "Kafka SASL_SSL" "$KAFKA_SASL_PORT"
+  kafka_tls_once
   kafka_write_config
   kafka_format_once
 
-  log "Kafka: starting on 127.0.0.1:$KAFKA_PORT"
+  log "Kafka: starting on 127.0.0.1:$KAFKA_PORT (SASL_SSL $KAFKA_SASL_PORT)"
   local out=$LOG_DIR/kafka.out
   start_bg kafka "$out" "$JAVA" -Xmx512m -XX:+ExitOnOutOfMemoryError "$JAVA_MARKER" \
     -Dlog4j2.configurationFile="$LOG4J_CONFIG" -Dkafka.logs.dir="$LOG_DIR" \
@@ -483,6 +585,7 @@ kafka_start() {
     fi
     sleep 0.5
   done
+  kafka_scram_user_once
   log "Kafka: ready (pid $pid)"
 }
 
@@ -541,6 +644,10 @@ cmd_env() {
   cat <<EOF
 export PG_PORT=$PG_PORT
 export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$KAFKA_SASL_PORT
+export KAFKA_SASL_USERNAME=$KAFKA_SASL_USERNAME
+export KAFKA_SASL_PASSWORD=$KAFKA_SASL_PASSWORD
+export KAFKA_SSL_CAFILE=$(printf '%q' "$KAFKA_CA_PEM")
 export ZIPKIN_URL=http://127.0.0.1:$ZIPKIN_PORT
 export DATABASE_ADMIN_URL=postgresql://ctp_admin:ctp_admin@127.0.0.1:$PG_PORT/$DB_NAME
 EOF
@@ -559,6 +666,8 @@ Stack '$STACK' is up (started in $((SECONDS - start)) s).
               roles (password = name): ${SERVICES[*]}, ctp_admin (superuser)
               data $PGDATA_DIR
   Kafka       127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT), data $KAFKA_DATA
+              SASL_SSL 127.0.0.1:$KAFKA_SASL_PORT: SCRAM-SHA-512 user $KAFKA_SASL_USERNAME (password $KAFKA_SASL_PASSWORD),
+              CA $KAFKA_CA_PEM
   Zipkin      http://127.0.0.1:$ZIPKIN_PORT/zipkin/
   Logs        $LOG_DIR
   Pid files   $RUN_DIR
@@ -581,7 +690,7 @@ cmd_status() {
     log "PostgreSQL: stopped"; all=3
   fi
   if pid=$(pid_of kafka); then
-    log "Kafka: running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+    log "Kafka: running (pid $pid) on 127.0.0.1:$KAFKA_PORT, SASL_SSL on 127.0.0.1:$KAFKA_SASL_PORT"
   else
     log "Kafka: stopped"; all=3
   fi

@@ -2,10 +2,11 @@
 
     python -m deploy.production.render topics        > deploy/production/topics.yaml
     python -m deploy.production.render acls          > deploy/production/acls.yaml
-    python -m deploy.production.render commands --agency health-nz --agency police-nz [--bootstrap HOST:PORT]
+    python -m deploy.production.render commands [--agency health-nz ...] [--bootstrap HOST:PORT]
 
 The first two re-render the committed YAML (with an `{agency}` placeholder); `commands` prints the kafka-topics.sh and
-kafka-acls.sh lines for a real list of agencies. Definitions only: nothing here has been applied to a cluster.
+kafka-acls.sh lines for every registered agency (shared/agencies.py), or for those named (the agency the platform itself
+writes as, `childrens-hub`, always included). Definitions only: nothing here has been applied to a cluster.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.messaging.topics import DAY_MS, TOPICS, Topic, dlq_topic, retry_topic
+from shared.agencies import AGENCIES
+from shared.messaging.topics import AGENCY, DAY_MS, TOPICS, Topic, agency_of, dlq_topic, retry_topic
 
 SERVICES = ("referral", "panel", "assignment", "plans", "hub", "reporting")
 REPLICATION_FACTOR = 3
@@ -25,20 +28,13 @@ TOPIC_DEFAULTS = {
     "unclean.leader.election.enable": "false",
     "cleanup.policy": "delete",
 }
-AGENCY = "{agency}"
 AGENCY_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{1,40}$")
 
-# The shared ingress/egress topics of the local stack. In production each agency gets its own (below): an ACL names a
-# topic, never a key or a field, so only a topic per agency lets it read just its outcomes, and only a topic per agency
-# tells the consumer who wrote a record (a shared ingress topic would let one agency send referrals, or withdraw
-# consent, in another's name).
-REPLACED_PER_AGENCY = {
-    "agency.referrals.in": "agency.{agency}.referrals.in",
-    "agency.concerns.in": "agency.{agency}.concerns.in",
-    "agency.outcomes.out": "agency.{agency}.outcomes.out",
-}
+# Each agency's ingress and outcomes topics are created when it is connected (`Topic.per_agency`): an ACL names a topic,
+# never a key or a field, so only a topic per agency lets it read just its outcomes, and only a topic per agency tells
+# the consumer who wrote a record (a shared ingress topic would let one agency send referrals, or withdraw consent, in
+# another's name).
 DEV_ONLY = {"backbone.probe": "tests and benchmarks of the backbone; no production principal may use it"}
-AGENCY_PARTITIONS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +60,26 @@ def platform_topics() -> list[TopicSpec]:
     return [
         spec
         for topic in TOPICS
-        if topic.name not in REPLACED_PER_AGENCY and topic.name not in DEV_ONLY
+        if not topic.per_agency and topic.name not in DEV_ONLY
         for spec in _specs(topic, topic.name, topic.partitions)
     ]
 
 
 def agency_topics(agency: str = AGENCY) -> list[TopicSpec]:
     """Topics created for each agency that is connected."""
-    by_name = {t.name: t for t in TOPICS}
     return [
         spec
-        for shared, template in REPLACED_PER_AGENCY.items()
-        for spec in _specs(by_name[shared], template.format(agency=agency), AGENCY_PARTITIONS)
+        for topic in TOPICS
+        if topic.per_agency
+        for spec in _specs(topic, topic.name.format(agency=agency), topic.partitions)
     ]
+
+
+def template_of(topic: str) -> str:
+    """The per-agency template a registered agency's topic is made from (`agency.health-nz.referrals.in` ->
+    `agency.{agency}.referrals.in`); any other name as it is."""
+    agency = agency_of(topic)
+    return topic.replace(f"agency.{agency}.", f"agency.{AGENCY}.", 1) if agency in AGENCIES else topic
 
 
 # Who hears what (ARCHITECTURE.md, "Services"): the public streams and ingress topics each service consumes.
@@ -102,10 +105,15 @@ SERVICE_WRITES: dict[str, tuple[str, ...]] = {
     "panel": ("panel.events", "concerns.raised"),
     "assignment": ("assignment.events",),
     "plans": ("plans.events",),
-    # and rejections of concerns that fail validation, back to the sending agency. A concern the hub turns into a
-    # referral goes to the hub's own ingress topic as agency `childrens-hub` (agency.childrens-hub.referrals.in),
-    # which the hub's principal needs WRITE on once that agency's topics are created.
-    "hub": ("hub.events", "contactcentre.escalations.out", "police.escalations.out", "agency.{agency}.outcomes.out"),
+    # and rejections of concerns that fail validation, back to the sending agency; and a concern it turns into a
+    # referral, as agency `childrens-hub` on that agency's ingress topic (services/hub/api.py, REFERRALS_IN)
+    "hub": (
+        "hub.events",
+        "contactcentre.escalations.out",
+        "police.escalations.out",
+        "agency.{agency}.outcomes.out",
+        "agency.childrens-hub.referrals.in",
+    ),
     # nothing: a read model has no public stream (its consumer still writes the retry and dead-letter topics of what
     # it reads, granted with its reads below)
     "reporting": (),
@@ -132,24 +140,27 @@ def _expand(names: Iterable[str], agencies: Iterable[str]) -> list[str]:
     return out
 
 
+def platform_agencies() -> set[str]:
+    """Agencies a service writes as (one of their topics named in SERVICE_WRITES): their topics always exist."""
+    return {agency_of(t) for ts in SERVICE_WRITES.values() for t in ts if agency_of(t) in AGENCIES}
+
+
 def check() -> None:
-    """Every grant names a declared topic; every declared topic has a writer, and a reader if it is consumed."""
+    """Every grant names a declared topic; every declared topic has a writer, and a reader if it is consumed.
+
+    A registered agency's own topic (`agency.childrens-hub.referrals.in`) counts as its per-agency template.
+    """
     declared = {s.name: s for s in platform_topics() + agency_topics()}
-    consumed = {t.name for t in TOPICS if t.consumed} | {
-        template
-        for shared, template in REPLACED_PER_AGENCY.items()
-        if next(t for t in TOPICS if t.name == shared).consumed
-    }
-    reads = {t for ts in SERVICE_READS.values() for t in ts}
-    writes = {t for ts in SERVICE_WRITES.values() for t in ts}
+    consumed = {t.name for t in TOPICS if t.consumed}
+    reads = {template_of(t) for ts in SERVICE_READS.values() for t in ts}
+    writes = {template_of(t) for ts in SERVICE_WRITES.values() for t in ts}
     outside_writes = {"agency.{agency}.referrals.in", "agency.{agency}.concerns.in", "contactcentre.acks.in"}
-    mains = {t.name for t in TOPICS if t.name not in REPLACED_PER_AGENCY and t.name not in DEV_ONLY}
-    mains |= set(REPLACED_PER_AGENCY.values())
+    mains = {t.name for t in TOPICS if t.name not in DEV_ONLY}
     problems = {
         "read but not a consumed topic": reads - consumed,
         "written but not declared": writes - declared.keys(),
         "declared but nobody writes it": mains - writes - outside_writes,
-        "consumed but nobody reads it": consumed - set(DEV_ONLY) - set(REPLACED_PER_AGENCY) - reads,
+        "consumed but nobody reads it": consumed - set(DEV_ONLY) - reads,
     }
     if any(problems.values()):
         raise SystemExit("; ".join(f"{what}: {sorted(names)}" for what, names in problems.items() if names))
@@ -178,6 +189,8 @@ def acls(agencies: Iterable[str] = (AGENCY,)) -> list[Grant]:
             Grant(who, ("READ",), "group", f"{service}.", "prefixed", why="consumer groups <service>.<consumer>")
         )
     for agency in agencies:
+        if agency in platform_agencies():
+            continue  # written by a service under its own principal: no outside system connects as this agency
         who = f"User:agency.{agency}"
         for kind in ("referrals", "concerns"):
             grants.append(Grant(who, ("WRITE", "DESCRIBE"), "topic", f"agency.{agency}.{kind}.in", why="its ingress"))
@@ -224,7 +237,6 @@ def render_topics() -> str:
     out.append(
         "\n# In shared/messaging/topics.py for the local stack, not created in production.\nnot_in_production:\n"
     )
-    out += [f'  {name}: "replaced by {template}"\n' for name, template in REPLACED_PER_AGENCY.items()]
     out += [f'  {name}: "{why}"\n' for name, why in DEV_ONLY.items()]
     return "".join(out)
 
@@ -262,7 +274,9 @@ def render_commands(agencies: list[str], bootstrap: str, command_config: str) ->
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.production.render", description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=("topics", "acls", "commands"))
-    parser.add_argument("--agency", action="append", default=[], help="agency code (commands only; repeat)")
+    parser.add_argument(
+        "--agency", action="append", default=[], help="agency code (commands; repeat; default: all registered)"
+    )
     parser.add_argument("--bootstrap", default="kafka:9093")
     parser.add_argument("--command-config", default="admin.properties", help="SASL_SSL client properties")
     args = parser.parse_args()
@@ -272,10 +286,15 @@ def main() -> None:
     elif args.what == "acls":
         print(render_acls(), end="")
     else:
-        bad = [a for a in args.agency if not AGENCY_CODE.match(a)]
-        if bad or not args.agency:
-            parser.error(f"give --agency codes matching {AGENCY_CODE.pattern} (bad: {bad})")
-        print(render_commands(args.agency, args.bootstrap, args.command_config), end="")
+        bad = [a for a in args.agency if not AGENCY_CODE.match(a) or a not in AGENCIES]
+        if bad:
+            parser.error(f"not an agency registered in shared/agencies.py (register it there first): {bad}")
+        # The hub writes referrals as `childrens-hub`: without its topics, and the grants to read them, they go nowhere.
+        agencies = sorted(set(args.agency) | platform_agencies()) if args.agency else sorted(AGENCIES)
+        if missing := sorted(AGENCIES - set(agencies)):
+            # The services subscribe to every registered agency's topics (shared/agencies.py).
+            print(f"warning: registered agencies not given: {', '.join(missing)}", file=sys.stderr)
+        print(render_commands(agencies, args.bootstrap, args.command_config), end="")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 
 Channels are the topics of `shared/messaging/topics.py`; messages are the registered event types (payload = the
 model's JSON schema, headers = the CloudEvents binary-mode headers). Which channel carries a type comes from
-`CHANNELS_BY_TYPE_PREFIX` below: place a new event type there.
+`CHANNELS_BY_TYPE_PREFIX` below: place a new event type there. A per-agency topic is one channel whose address holds
+the `{agency}` parameter (every registered agency code), not one channel per agency.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import shared.events
+from shared.agencies import AGENCIES, agency_source
 from shared.events import Event, registered_types
 from shared.messaging.consumer import (
     H_ATTEMPTS,
@@ -48,7 +50,16 @@ from shared.messaging.envelope import (
     H_TYPE,
     SPEC_VERSION,
 )
-from shared.messaging.topics import TOPICS, Topic, dlq_topic, retry_topic
+from shared.messaging.topics import (
+    AGENCY,
+    TOPICS,
+    Topic,
+    concerns_in,
+    dlq_topic,
+    outcomes_out,
+    referrals_in,
+    retry_topic,
+)
 
 # Where each event type is published, by the start of its `ce_type`. The longest matching prefix decides; `{area}`
 # stands for the type's first segment after `nz.childrensteams.` and applies only when that topic exists. A value is
@@ -57,12 +68,12 @@ from shared.messaging.topics import TOPICS, Topic, dlq_topic, retry_topic
 CHANNELS_BY_TYPE_PREFIX: Final[Mapping[str, str | tuple[tuple[str, str], ...]]] = {
     "nz.childrensteams.{area}.": "{area}.events",
     "nz.childrensteams.agency.": (
-        ("referral", "agency.referrals.in"),
-        ("consent", "agency.referrals.in"),
-        ("information", "agency.referrals.in"),
-        ("concern", "agency.concerns.in"),
+        ("referral", referrals_in(AGENCY)),
+        ("consent", referrals_in(AGENCY)),
+        ("information", referrals_in(AGENCY)),
+        ("concern", concerns_in(AGENCY)),
     ),
-    "nz.childrensteams.referral.outcome.": "agency.outcomes.out",
+    "nz.childrensteams.referral.outcome.": outcomes_out(AGENCY),
     "nz.childrensteams.backbone.": "backbone.probe",
     # Concerns a service raises for the hub (referral on an immediate-danger referral, panel on a risky decline).
     "nz.childrensteams.concern.": "concerns.raised",
@@ -72,7 +83,7 @@ CHANNELS_BY_TYPE_PREFIX: Final[Mapping[str, str | tuple[tuple[str, str], ...]]] 
         ("police", "police.escalations.out"),
     ),
     "nz.childrensteams.contactcentre.": "contactcentre.acks.in",
-    "nz.childrensteams.hub.concern_outcome.": "agency.outcomes.out",
+    "nz.childrensteams.hub.concern_outcome.": outcomes_out(AGENCY),
 }
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -84,6 +95,12 @@ KAFKA_BINDING_VERSION: Final = "0.5.0"
 SCHEMAS_REF: Final = "#/components/schemas/"
 TRACEPARENT: Final = "traceparent"
 _AREA: Final = "{area}"
+# The channel parameter of a per-agency topic, and the stand-in for it in channel ids: a `$ref` names a channel by id,
+# and braces are not allowed in a URI fragment, so the id spells the parameter out instead.
+AGENCY_PARAMETER: Final = AGENCY.strip("{}")
+AGENCY_IN_ID: Final = "AGENCY"
+# Every message on a per-agency topic names the agency in its body; the parameter's value is found there.
+AGENCY_LOCATION: Final = "$message.payload#/agency"
 
 JSON = dict[str, Any]
 
@@ -140,6 +157,12 @@ def is_ingress(topic: Topic) -> bool:
     return topic.name.endswith(".in")
 
 
+def channel_id(topic: Topic) -> str:
+    """The channel's key in the document: the topic's name, with `AGENCY` standing for a per-agency topic's `{agency}`
+    (ids keep to the characters of component keys, `^[a-zA-Z0-9.-_]+$`)."""
+    return topic.name.replace(AGENCY, AGENCY_IN_ID)
+
+
 # --- schemas -----------------------------------------------------------------------------------------------------
 
 
@@ -179,8 +202,8 @@ def headers_schema(ce_type: str) -> JSON:
         H_SOURCE: string
         | {
             "format": "uri-reference",
-            "description": "Who produced the event: `/agencies/<agency code>` for an agency's system, "
-            "`/services/<name>` for the platform's services.",
+            "description": "Who produced the event: `/agencies/<agency code>` for an agency's system (on an "
+            "agency's topic, that agency's code), `/services/<name>` for the platform's services.",
         },
         H_TYPE: string | {"const": ce_type, "description": "The event type; names the body's schema and version."},
         H_TIME: string | {"format": "date-time", "description": "When the event happened (RFC 3339)."},
@@ -265,30 +288,34 @@ def build_document(types: Mapping[str, type[Event]] | None = None, topics: Seque
     operations: JSON = {}
     for topic in topics:
         carried = sorted(name for name in types if channel_for(name, topics) == topic.name)
+        key = channel_id(topic)
+        kafka: JSON = {
+            "partitions": topic.partitions,
+            "topicConfiguration": {"retention.ms": topic.retention_ms},
+            "bindingVersion": KAFKA_BINDING_VERSION,
+        }
         channel: JSON = {
             "address": topic.name,
-            "description": topic.purpose + ".",
+            "description": topic.purpose + "." + (" " + _per_agency(topic) if topic.per_agency else ""),
             "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in carried},
-            "bindings": {
-                "kafka": {
-                    "topic": topic.name,
-                    "partitions": topic.partitions,
-                    "topicConfiguration": {"retention.ms": topic.retention_ms},
-                    "bindingVersion": KAFKA_BINDING_VERSION,
-                }
-            },
+            "bindings": {"kafka": kafka},
         }
-        channels[topic.name] = channel
+        if topic.per_agency:
+            channel["parameters"] = {AGENCY_PARAMETER: agency_parameter()}
+        else:
+            # A per-agency channel's address is a template, not a topic: only a single topic names itself here.
+            kafka["topic"] = topic.name
+        channels[key] = channel
         action = "receive" if is_ingress(topic) else "send"
-        operations[f"{action}_{topic.name.replace('.', '_')}"] = {
+        operations[f"{action}_{key.replace('.', '_')}"] = {
             "action": action,
-            "channel": {"$ref": f"#/channels/{topic.name}"},
+            "channel": {"$ref": f"#/channels/{key}"},
             "summary": (
                 f"Outside systems publish on {topic.name}; the platform receives."
                 if action == "receive"
                 else f"The platform publishes on {topic.name}."
             ),
-            "messages": [{"$ref": f"#/channels/{topic.name}/messages/{name}"} for name in carried],
+            "messages": [{"$ref": f"#/channels/{key}/messages/{name}"} for name in carried],
         }
 
     return {
@@ -303,6 +330,26 @@ def build_document(types: Mapping[str, type[Event]] | None = None, topics: Seque
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages},
     }
+
+
+def agency_parameter() -> JSON:
+    return {
+        "description": "The agency's code: each registered agency has a topic of its own. An ACL names a topic, so "
+        "an agency may write only its own ingress topics and read only its own outcomes.",
+        "enum": sorted(AGENCIES),
+        "location": AGENCY_LOCATION,
+    }
+
+
+def _per_agency(topic: Topic) -> str:
+    example = topic.name.format(agency="health-nz")
+    if is_ingress(topic):
+        return (
+            f"One topic per agency (`{example}` for `health-nz`), written only by that agency's system: the topic "
+            f"says who sent a message, so its `{H_SOURCE}` must be `{agency_source('<agency>')}` and its body's "
+            f"`agency` that agency, or it is rejected."
+        )
+    return f"One topic per agency (`{example}` for `health-nz`), read only by that agency's system."
 
 
 def _description(topics: Sequence[Topic], unplaced: Sequence[str]) -> str:
@@ -333,17 +380,28 @@ def _description(topics: Sequence[Topic], unplaced: Sequence[str]) -> str:
         "`.vN`, and both versions are published for a while. Readers should ignore fields they do not know; on "
         "ingress the platform refuses fields that are not in the schema (`additionalProperties: false`).",
         "",
+        "## Agencies",
+        f"Each registered agency has topics of its own: it publishes on `{referrals_in('<agency>')}` and "
+        f"`{concerns_in('<agency>')}` and reads `{outcomes_out('<agency>')}`, where `<agency>` is its code. Each is "
+        f"one channel here, its address holding the `{AGENCY}` parameter (whose `enum` lists the codes); its id "
+        f"spells the parameter `{AGENCY_IN_ID}`. An agency may write only its own ingress topics and read only its "
+        "own outcomes topic, so the topic a message arrives on says which agency sent it: its "
+        f"`{H_SOURCE}` must be `{agency_source('<agency>')}` and the `agency` in its body must be that agency. The "
+        f"Children's Hub sends the concerns it turns into referrals on `{referrals_in('childrens-hub')}`, as agency "
+        "`childrens-hub`.",
+        "",
         "## Rejections",
-        "A message on an ingress topic that the platform cannot accept (missing or wrong CloudEvents headers, an "
-        "unknown type or one not accepted on that topic, a body that does not match its schema, or input the "
-        "receiving service finds invalid by rules a schema cannot express) is never retried: the sender gets a "
-        "rejection on `agency.outcomes.out` (see that channel's messages), and a copy of the message goes to the "
+        "A message on an agency's ingress topic that the platform cannot accept (missing or wrong CloudEvents "
+        "headers, an unknown type or one not accepted on that topic, a body that does not match its schema, one sent "
+        "in another agency's name, or input the receiving service finds invalid by rules a schema cannot express) is "
+        "never retried: the sending agency, the one whose topic carried it, gets a rejection on its "
+        f"`{outcomes_out('<agency>')}` (see that channel's messages), and a copy of the message goes to the "
         "topic's dead-letter companion for the platform's operators. A rejection names fields and problems, never "
         "the values that were sent. Fix the input and send it again as a new event (a new `ce_id`).",
         "",
         "## Retry and dead-letter topics",
-        "Every topic the platform consumes has two companions, `<topic>.retry` and `<topic>.dlq`, used only by the "
-        "platform: "
+        "Every topic the platform consumes has two companions, `<topic>.retry` and `<topic>.dlq` (one pair for each "
+        "agency's topic), used only by the platform: "
         + ", ".join(f"`{retry_topic(n)}`/`{dlq_topic(n)}`" for n in consumed)
         + ". A failed message goes to the retry topic with growing back-off and, after the last attempt (or at once "
         "when retrying cannot help), to the dead-letter topic. The original headers and body travel unchanged, "

@@ -21,7 +21,7 @@ Priority = Literal["critical", "very_urgent", "urgent", "childrens_team", "no_fu
 Target = Literal["contact_centre", "police", "duty_manager"]
 
 
-# What a concern carries: the same shape over HTTP and on agency.concerns.in --------------------------------------
+# What a concern carries: the same shape over HTTP and on agency.<code>.concerns.in ---------------------------------
 
 
 class ConcernChild(Part):

@@ -58,7 +58,7 @@ class Outcome(StrEnum):
 
 @event_type("nz.childrensteams.referral.outcome.v1")
 class ReferralOutcome(Event):
-    """What became of an agency's referral, on `agency.outcomes.out`, keyed by the agency's referral id."""
+    """What became of an agency's referral, on its `agency.<code>.outcomes.out`, keyed by the agency's referral id."""
 
     agency: str
     agency_referral_id: str

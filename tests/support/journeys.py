@@ -69,7 +69,7 @@ async def records_about(bootstrap: str, topics: Iterable[str], children: set[str
     await consumer.start()
     found: list[Record] = []
     try:
-        declared = {t.name: t.partitions for t in TOPICS}
+        declared = {name: t.partitions for t in TOPICS for name in t.names()}
         partitions = [TopicPartition(topic, p) for topic in topics for p in range(declared[topic])]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -13,13 +13,16 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from shared.agencies import AGENCIES
 from shared.events import Event
 from shared.events import asyncapi as spec
-from shared.messaging.topics import TOPICS
+from shared.messaging.topics import TOPICS, concerns_in, outcomes_out, referrals_in
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT_KEY = re.compile(r"^[a-zA-Z0-9.\-_]+$")
+ADDRESS_EXPRESSION = re.compile(r"{([^}]*)}")
 ACTIONS = {"send", "receive"}
+BY_ADDRESS = {t.name: spec.channel_id(t) for t in TOPICS}
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +133,17 @@ def test_the_document_has_the_shape_of_asyncapi_3(committed: dict[str, Any]) -> 
         assert {"ce_causationid", "traceparent"}.isdisjoint(headers["required"])
 
     channels = committed["channels"]
-    assert set(channels) == {t.name for t in TOPICS}
+    assert {channel["address"]: key for key, channel in channels.items()} == BY_ADDRESS
     for key, channel in channels.items():
-        assert set(channel) <= {"address", "title", "summary", "description", "messages", "bindings"}, key
-        assert channel["address"] == key
-        assert channel["bindings"]["kafka"]["topic"] == key
+        # Ids are the keys `$ref`s name: no braces, which a URI fragment may not hold.
+        assert COMPONENT_KEY.match(key), key
+        assert set(channel) <= {"address", "title", "summary", "description", "messages", "parameters", "bindings"}, key
+        # Every expression in an address is a declared parameter, and a parameter only comes with an expression.
+        expressions = set(ADDRESS_EXPRESSION.findall(channel["address"]))
+        assert expressions == set(channel.get("parameters", {})), key
+        assert all(re.fullmatch(r"[A-Za-z0-9_\-]+", name) for name in expressions), key
+        kafka = channel["bindings"]["kafka"]
+        assert kafka.get("topic") == (None if expressions else channel["address"]), key
         for name, ref in channel["messages"].items():
             assert ref == {"$ref": f"#/components/messages/{name}"}
 
@@ -150,15 +159,38 @@ def test_the_document_has_the_shape_of_asyncapi_3(committed: dict[str, Any]) -> 
 
 
 def test_ingress_channels_are_received_and_all_others_sent(committed: dict[str, Any]) -> None:
-    actions = {
-        op["channel"]["$ref"].removeprefix("#/channels/"): op["action"] for op in committed["operations"].values()
-    }
-    assert actions["agency.referrals.in"] == "receive"
-    assert actions["agency.concerns.in"] == "receive"
+    address = {f"#/channels/{key}": channel["address"] for key, channel in committed["channels"].items()}
+    actions = {address[op["channel"]["$ref"]]: op["action"] for op in committed["operations"].values()}
+    assert actions["agency.{agency}.referrals.in"] == "receive"
+    assert actions["agency.{agency}.concerns.in"] == "receive"
     assert actions["contactcentre.acks.in"] == "receive"
-    assert actions["agency.outcomes.out"] == "send"
+    assert actions["agency.{agency}.outcomes.out"] == "send"
     assert actions["referral.events"] == "send"
     assert actions["backbone.probe"] == "send"
+
+
+def test_each_agency_has_its_own_ingress_and_outcomes_channels(committed: dict[str, Any]) -> None:
+    """One channel per kind, its address a template over every registered agency's code."""
+    channels = {channel["address"]: channel for channel in committed["channels"].values()}
+    for template in ("agency.{agency}.referrals.in", "agency.{agency}.concerns.in", "agency.{agency}.outcomes.out"):
+        agency = channels[template]["parameters"]["agency"]
+        assert agency["enum"] == sorted(AGENCIES), template
+        assert agency["location"] == "$message.payload#/agency", template
+        assert template.format(agency="health-nz") in channels[template]["description"], template
+    # No channel for one agency's topic, nor a topic every agency shares.
+    assert all("{agency}" in address for address in channels if address.startswith("agency."))
+
+
+def test_every_message_on_an_agencys_channel_names_the_agency(committed: dict[str, Any]) -> None:
+    """The agency parameter is read from the body's `agency`, which the platform checks against the topic."""
+    messages = committed["components"]["messages"]
+    for key, channel in committed["channels"].items():
+        if "parameters" not in channel:
+            continue
+        assert channel["messages"], key
+        for name in channel["messages"]:
+            payload = messages[name]["payload"]
+            assert "agency" in payload["properties"] and "agency" in payload["required"], (key, name)
 
 
 @pytest.mark.parametrize(
@@ -166,11 +198,12 @@ def test_ingress_channels_are_received_and_all_others_sent(committed: dict[str, 
     [
         ("nz.childrensteams.referral.received.v1", "referral.events"),
         ("nz.childrensteams.plans.plan_agreed.v2", "plans.events"),
-        ("nz.childrensteams.referral.outcome.v1", "agency.outcomes.out"),
-        ("nz.childrensteams.referral.outcome.accepted.v1", "agency.outcomes.out"),
-        ("nz.childrensteams.agency.referral_submitted.v1", "agency.referrals.in"),
-        ("nz.childrensteams.agency.consent_changed.v1", "agency.referrals.in"),
-        ("nz.childrensteams.agency.concern_raised.v1", "agency.concerns.in"),
+        ("nz.childrensteams.referral.outcome.v1", outcomes_out("{agency}")),
+        ("nz.childrensteams.referral.outcome.accepted.v1", outcomes_out("{agency}")),
+        ("nz.childrensteams.hub.concern_outcome.v1", outcomes_out("{agency}")),
+        ("nz.childrensteams.agency.referral_submitted.v1", referrals_in("{agency}")),
+        ("nz.childrensteams.agency.consent_changed.v1", referrals_in("{agency}")),
+        ("nz.childrensteams.agency.concern_raised.v1", concerns_in("{agency}")),
         ("nz.childrensteams.backbone.probe_pinged.v1", "backbone.probe"),
         ("nz.childrensteams.concern.raised.v1", "concerns.raised"),
         ("nz.childrensteams.agency.acknowledged.v1", None),

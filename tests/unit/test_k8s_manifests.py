@@ -15,9 +15,11 @@ from prometheus_client import REGISTRY
 
 from deploy.local import SERVICES
 from deploy.production import render
-from deploy.production.render import REPLACED_PER_AGENCY, SERVICE_READS
+from deploy.production.render import SERVICE_READS, SERVICE_WRITES, template_of
+from services.hub.api import REFERRALS_IN
 from services.reporting.storage import FACT_TABLES
-from shared.messaging.topics import TOPICS
+from shared.agencies import AGENCIES
+from shared.messaging.topics import TOPICS, agency_of
 from shared.settings import ServiceSettings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not in uv.lock yet")
@@ -203,14 +205,23 @@ def test_production_config_never_trusts_the_development_issuer() -> None:
     assert config()["PGSSLMODE"] == "verify-full"
 
 
+def scaled_on(group: str, topics: set[str]) -> set[tuple[str, str | None]]:
+    """The (group, topic) of each KEDA trigger a consumer group needs. A group that reads every agency's topics gets one
+    trigger without a topic, which KEDA reads as the summed lag of all the group's topics: one trigger per agency would
+    need editing for each new agency, and the autoscaler takes the largest trigger, never the sum."""
+    if any(agency_of(topic) for topic in topics):
+        return {(group, None)}
+    return {(group, topic) for topic in topics}
+
+
 def test_keda_scales_each_consumer_group_on_the_topics_it_subscribes_to(monkeypatch: pytest.MonkeyPatch) -> None:
     scaled, auths = of_kind("ScaledObject"), of_kind("TriggerAuthentication")
     hpas = {doc["metadata"]["name"]: doc for doc in documents(K8S / "optional" / "hpa-prometheus-adapter.yaml")}
     for service in SERVICES:
         groups = subscriptions(service, monkeypatch)
         triggers = [t for t in scaled[service]["spec"]["triggers"] if t["type"] == "kafka"]
-        assert {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in triggers} == {
-            (group, topic) for group, topics in groups.items() for topic in topics
+        assert {(t["metadata"]["consumerGroup"], t["metadata"].get("topic")) for t in triggers} == {
+            trigger for group, topics in groups.items() for trigger in scaled_on(group, topics)
         }, service
         for trigger in triggers:
             auth = auths[trigger["authenticationRef"]["name"]]
@@ -223,12 +234,20 @@ def test_keda_scales_each_consumer_group_on_the_topics_it_subscribes_to(monkeypa
         assert selectors == set(groups), service
 
 
-def test_replicas_never_exceed_the_partitions_of_the_topics_they_read() -> None:
-    partitions = {t.name: t.partitions for t in TOPICS}
+def test_replicas_never_exceed_the_partitions_of_the_topics_they_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's members share the partitions of all its topics (aiokafka assigns round-robin across them), so a
+    replica beyond the group's partitions would hold none."""
+    partitions = {name: t.partitions for t in TOPICS for name in t.names()}
     hpas = {doc["metadata"]["name"]: doc for doc in documents(K8S / "optional" / "hpa-prometheus-adapter.yaml")}
     for service, scaled in of_kind("ScaledObject").items():
-        topics = [t["metadata"]["topic"] for t in scaled["spec"]["triggers"] if t["type"] == "kafka"]
-        fewest = min(partitions[t] for t in topics)
+        groups = subscriptions(service, monkeypatch)
+        fewest = min(
+            sum(partitions[t] for t in groups[trigger["metadata"]["consumerGroup"]])
+            if "topic" not in trigger["metadata"]
+            else partitions[trigger["metadata"]["topic"]]
+            for trigger in scaled["spec"]["triggers"]
+            if trigger["type"] == "kafka"
+        )
         assert 2 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= fewest, service
         assert hpas[service]["spec"]["maxReplicas"] <= fewest, service
 
@@ -261,10 +280,23 @@ def test_alerts_name_only_metrics_the_code_exports() -> None:
 
 
 def test_the_production_acls_grant_each_service_what_it_really_consumes(monkeypatch: pytest.MonkeyPatch) -> None:
-    per_agency = dict(REPLACED_PER_AGENCY)
     for service in SERVICES:
-        consumed = {per_agency.get(t, t) for topics in subscriptions(service, monkeypatch).values() for t in topics}
+        # Each agency's topic (agency.health-nz.referrals.in) is granted once for all, as its template.
+        consumed = {template_of(t) for topics in subscriptions(service, monkeypatch).values() for t in topics}
         assert consumed == set(SERVICE_READS[service]), service
+
+
+def test_the_hub_may_write_the_referrals_it_makes_of_concerns() -> None:
+    assert REFERRALS_IN in SERVICE_WRITES["hub"]
+    assert ("WRITE", REFERRALS_IN) in {
+        (operation, grant.name)
+        for grant in render.acls(["health-nz"])
+        if grant.principal == "User:svc.hub"
+        for operation in grant.operations
+    }
+    # Its topics are created even when only other agencies are connected, and no outside system may act as the hub.
+    assert agency_of(REFERRALS_IN) in render.platform_agencies()
+    assert not any(grant.principal == f"User:agency.{agency_of(REFERRALS_IN)}" for grant in render.acls(AGENCIES))
 
 
 def test_the_production_definitions_cover_every_service() -> None:
