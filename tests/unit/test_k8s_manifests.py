@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from prometheus_client import REGISTRY
 
@@ -329,3 +330,25 @@ def test_only_reporting_may_empty_tables_and_only_what_its_rebuild_empties() -> 
                 emptying.setdefault(rights.pop(), set()).update(tables)
     assert defaults == {service: "SELECT, INSERT, UPDATE" for service in SERVICES}
     assert emptying == {"TRUNCATE": {table.name for table in FACT_TABLES}, "DELETE": {"inbox"}}
+
+
+# The custom resources of KEDA and the Prometheus Operator: no schema ships with Kubernetes; the tests above read them.
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PrometheusRule", "ServiceMonitor"}
+KUBERNETES_VERSION = "1.33.0"  # the oldest minor version still in upstream support when this was written
+
+
+def test_every_manifest_is_valid_kubernetes_with_no_unknown_fields() -> None:
+    """Against the API's own OpenAPI schemas (kubernetes-validate), strictly: a misspelt or misplaced field fails here
+    rather than being dropped by the API server."""
+    checked, custom = 0, set()
+    for path, doc in manifests():
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            custom.add(doc["kind"])
+            continue
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{path.relative_to(ROOT)}: {doc['kind']} {doc['metadata']['name']}: {error.message}")
+        checked += 1
+    assert custom == CUSTOM_KINDS
+    assert checked >= 6 * 5  # each service's Deployment, Service, PodDisruptionBudget, Secret and optional HPA at least
