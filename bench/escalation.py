@@ -13,10 +13,11 @@ One run, on the stack from the environment (`eval "$(STACK=dev deploy/local/stac
    each `EscalationToContactCentre` and matches it to its concern by `concern_id`. Latency runs from the moment the
    HTTP 201 is received (the concern's acceptance) to that read; it is also given from just before the request.
 3. The same under background load: the referral service, also a real OS process (`python -m services.referral`),
-   fed agency referrals on `agency.referrals.in` (as `bench.intake` sends them) paced at up to `--load-rate` per
-   second but never more than `--load-in-flight` referrals without their outcome read, so the load is the highest
-   rate the referral service sustains up to `--load-rate` (on a 2-core machine that is well below 200/s) and no
-   backlog is left behind. The achieved background rate (outcomes read per second while measuring) is reported.
+   fed health-nz's referrals on `agency.health-nz.referrals.in` (as `bench.intake` sends them) paced at up to
+   `--load-rate` per second but never more than `--load-in-flight` referrals without their outcome read, so the load
+   is the highest rate the referral service sustains up to `--load-rate` (on a 2-core machine that is well below
+   200/s) and no backlog is left behind. The achieved background rate (outcomes read per second while measuring) is
+   reported.
 
 Why processes and not the services in this process: on a 2-core machine one event loop holding the hub, the referral
 service, the agency, the HTTP client and the reader would measure that loop's queueing, not the hub's path; and the

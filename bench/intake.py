@@ -7,15 +7,15 @@ One run, on the stack from the environment (`eval "$(STACK=test deploy/local/sta
 1. Raw baseline (`bench.hop.measure_raw` on a fresh `bench.raw.*` topic): an aiokafka producer and group consumer
    in this process; latency (receive - send) at the same steady rate as the intake, and messages/s flat out.
 2. Referral intake: the referral service running in this process as `run_service` runs it in the tests (its own
-   settings, `create_app`, consumers, outbox relay), fed agency referrals on `agency.referrals.in` the way an
-   agency's system sends them (a CloudEvent from `/agencies/health-nz`, key and subject = the agency_referral_id).
-   Every referral has a new agency_referral_id and a new child and caregiver, so each one takes the full
-   "received" path (new child, referral, consent, `referral.received`) and none is linked to an earlier one.
+   settings, `create_app`, consumers, outbox relay), fed agency referrals the way health-nz's system sends them: on
+   its own topic `agency.health-nz.referrals.in`, a CloudEvent from `/agencies/health-nz`, key and subject = the
+   agency_referral_id. Every referral has a new agency_referral_id and a new child and caregiver, so each one takes
+   the full "received" path (new child, referral, consent, `referral.received`) and none is linked to an earlier one.
    Latency runs from just before the agency's send to the moment this process reads the matching
-   `referral.outcome.v1` ("received") on `agency.outcomes.out`: that outcome is committed in the same transaction
-   as the referral and its `referral.received` event, and leaves through the same outbox relay, so it marks
-   "received event committed and published". First at a steady rate (p50/p90/p99/max), then flat out: `--flat`
-   referrals sent at once, and referrals/s through the one referral instance until every outcome is read.
+   `referral.outcome.v1` ("received") on `agency.health-nz.outcomes.out`: that outcome is committed in the same
+   transaction as the referral and its `referral.received` event, and leaves through the same outbox relay, so it
+   marks "received event committed and published". First at a steady rate (p50/p90/p99/max), then flat out:
+   `--flat` referrals sent at once, and referrals/s through the one referral instance until every outcome is read.
 
 To show where the time goes, the intake latency is split into stages (ingress: send -> the consumer's batch
 begins; transaction: batch begins -> commits; relay pick-up: commit -> the relay starts publishing the outcome;
@@ -25,11 +25,12 @@ process, PostgreSQL and Kafka are reported. These come from wrapping the running
 engine in this process; nothing in services/ or shared/ changes. `--profile` adds cProfile of this process during
 the flat-out phase (bench/results/intake.prof).
 
-The service reads agency.referrals.in in its consumer group `referral.intake`, which may hold a backlog from
-earlier runs or tests on the stack: outcomes are read only from the end offsets taken at start, only this run's
-ids are waited for, and a warm-up that reaches every partition drains any backlog before measuring. Measuring
-starts once the service's consumer groups are Stable with this instance's members only; another referral instance
-on the stack (a test run) would take partitions and is reported as a warning. The referrals stay in the stack's
+The service reads every agency's `agency.<code>.referrals.in` in its consumer group `referral.intake`, which may hold
+a backlog from earlier runs or tests on the stack: outcomes are read only from the end offsets taken at start, only
+this run's ids are waited for, and a warm-up that reaches every partition of health-nz's topic drains any backlog
+there before measuring (the backlog at start is reported for every agency's). Measuring starts once the service's
+consumer groups are Stable with this instance's members only; another referral instance on the stack (a test run)
+would take partitions and is reported as a warning. The referrals stay in the stack's
 referral schema (agency ids `BENCH-<run>-...`, family name `Bench`).
 
 Prints a table of raw vs intake with the ratios, and writes bench/results/intake.json.
@@ -78,14 +79,18 @@ from deploy.local import database_url
 from deploy.local.samples import sample_referral
 from services.referral import handlers
 from services.referral.app import SUBSCRIPTIONS, Settings, create_app
+from shared.agencies import agency_source
 from shared.events.agency import ReferralSubmitted
 from shared.events.referral import Outcome, ReferralOutcome
 from shared.messaging.envelope import H_TYPE, Envelope
+from shared.messaging.topics import outcomes_out, referrals_in
 from shared.service import Runtime, running, runtime_of
 
-INGRESS, OUTCOMES, DECISIONS = handlers.INGRESS, handlers.OUTCOMES, handlers.DECISIONS
-INTAKE_GROUP, DECISIONS_GROUP = "referral.intake", "referral.decisions"
 AGENCY = "health-nz"
+# The agency sends on its own ingress topic and hears on its own outcomes topic; the service reads every agency's.
+INGRESS, OUTCOMES = referrals_in(AGENCY), outcomes_out(AGENCY)
+ALL_INGRESS, DECISIONS = handlers.INGRESS, handlers.DECISIONS
+INTAKE_GROUP, DECISIONS_GROUP = "referral.intake", "referral.decisions"
 KEY_FILE = ".local/keys/dev-issuer.pub.pem"
 WARMUP_ROUND = 12  # warm-up referrals per round, until every ingress partition has had one
 WARMUP_LIMIT = 120
@@ -125,7 +130,7 @@ def messages(run: str, label: str, count: int, start: int = 0) -> list[Message]:
     out = []
     for seq in range(start, start + count):
         submitted = referral(run, label, seq)
-        envelope = Envelope(event=submitted, source=f"/agencies/{AGENCY}", subject=submitted.agency_referral_id)
+        envelope = Envelope(event=submitted, source=agency_source(AGENCY), subject=submitted.agency_referral_id)
         headers = [(name, value.encode()) for name, value in envelope.headers().items()]
         out.append(Message(submitted.agency_referral_id, envelope.key, envelope.body(), headers))
     return out
@@ -182,6 +187,15 @@ class Agency:
             done = committed.get(partition)
             behind += ends[partition] - max(0, done.offset if done is not None else 0)
         return behind
+
+    async def drained(self, admin: AIOKafkaAdminClient, group: str, topics: list[str], within: float) -> int:
+        """Wait for the group to catch up with `topics`; what it still has to do when `within` runs out."""
+        deadline = time.monotonic() + within
+        while True:
+            behind = await self.lag(admin, group, topics)
+            if not behind or time.monotonic() > deadline:
+                return behind
+            await asyncio.sleep(0.5)
 
     async def _read(self) -> None:
         outcome_type = ReferralOutcome.ce_type.encode()
@@ -370,8 +384,8 @@ async def referral_service(stack: Stack) -> AsyncIterator[Runtime]:
 
 
 def own_members() -> dict[str, int]:
-    """Members this instance brings to each of its consumer groups: one per topic and one per retry topic."""
-    return {f"referral.{s.consumer}": 2 * len(s.topics) for s in SUBSCRIPTIONS}
+    """Members this instance brings to each of its consumer groups: one for its topics, one for their retry topics."""
+    return {f"referral.{s.consumer}": 2 for s in SUBSCRIPTIONS}
 
 
 async def group_state(admin: AIOKafkaAdminClient, group: str) -> tuple[str, list[str]]:
@@ -662,7 +676,7 @@ async def bench(options: argparse.Namespace, profile: cProfile.Profile | None) -
     try:
         async with asyncio.timeout(RUN_LIMIT_SECONDS), Agency(stack.bootstrap) as agency:
             backlog = {
-                INTAKE_GROUP: await agency.lag(admin, INTAKE_GROUP, [INGRESS]),
+                INTAKE_GROUP: await agency.lag(admin, INTAKE_GROUP, ALL_INGRESS),
                 DECISIONS_GROUP: await agency.lag(admin, DECISIONS_GROUP, DECISIONS),
             }
             print(f"  backlog at start: {backlog}", flush=True)
@@ -672,6 +686,9 @@ async def bench(options: argparse.Namespace, profile: cProfile.Profile | None) -
             async with referral_service(stack) as runtime:
                 instrument(runtime, probes)
                 warmup = await warm_up(run, agency, probes, len(await agency.partitions(INGRESS)))
+                # The warm-up went through health-nz's topic only; another agency's backlog would compete with it.
+                if behind := await agency.drained(admin, INTAKE_GROUP, ALL_INGRESS, WARMUP_WAIT_SECONDS):
+                    warnings.append(f"{behind} referrals on other agencies' topics still waiting when measuring")
                 unsettled = await settled(admin, SETTLE_SECONDS)
                 warnings += [f"consumer group not settled before measuring: {u}" for u in unsettled]
                 foreign: set[str] = set()

@@ -23,7 +23,9 @@ from opentelemetry.propagate import inject
 
 from deploy.local import SERVICES
 from deploy.local.samples import sample_referral
+from shared.agencies import agency_source
 from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
+from shared.messaging.topics import outcomes_out, referrals_in
 from shared.security import issue_token
 from shared.telemetry import setup_tracing
 
@@ -34,6 +36,7 @@ def token(subject: str, agency: str, *roles: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(subject=subject, agency=agency, roles=list(roles))}"}
 
 
+REFERRER = "health-nz"  # the agency whose system refers the child: it sends on its own topic, hears on its own
 PANEL = token("demo-panel-member", "childrens-team", "panel_member")
 ADMIN = token("demo-administrator", "childrens-team", "administrator")
 
@@ -103,7 +106,7 @@ async def play(
         if after_step is not None:
             await after_step(text)
 
-    outcomes = AIOKafkaConsumer("agency.outcomes.out", bootstrap_servers=bootstrap, enable_auto_commit=False)
+    outcomes = AIOKafkaConsumer(outcomes_out(REFERRER), bootstrap_servers=bootstrap, enable_auto_commit=False)
     await outcomes.start()
     await outcomes.seek_to_end()
     try:
@@ -122,25 +125,26 @@ async def play(
 
             referral = sample_referral(
                 f"DEMO-{unique}",
+                agency=REFERRER,
                 involved_practitioners=[
                     {"id": lead, "name": "Demo Lead", "role": "social worker", "agency": "oranga-tamariki"}
                 ],
             )
-            envelope = Envelope(event=referral, source="/agencies/health-nz", subject=referral.agency_referral_id)
+            envelope = Envelope(event=referral, source=agency_source(REFERRER), subject=referral.agency_referral_id)
             headers = envelope.headers()
             inject(headers)
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
             await producer.start()
             try:
                 await producer.send_and_wait(
-                    "agency.referrals.in",
+                    referrals_in(REFERRER),
                     envelope.body(),
                     key=envelope.key,
                     headers=[(k, v.encode()) for k, v in headers.items()],
                 )
             finally:
                 await producer.stop()
-            await step(f"health-nz referred a child ({referral.agency_referral_id})")
+            await step(f"{REFERRER} referred a child ({referral.agency_referral_id})")
 
             received = await _outcome(outcomes, referral.agency_referral_id, journey, "received")
             referral_id, journey.child_id = received["referral_id"], received["child_id"]

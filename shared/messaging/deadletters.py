@@ -1,11 +1,12 @@
 """Operators' dead-letter tool: list what failed and why, and replay one message or all of them.
 
-    python -m shared.messaging.deadletters list [--topic referral.events.dlq]
+    python -m shared.messaging.deadletters list [--topic agency.health-nz.referrals.in.dlq]
     python -m shared.messaging.deadletters replay --topic referral.events.dlq --partition 0 --offset 42
-    python -m shared.messaging.deadletters replay --topic referral.events.dlq --all
+    python -m shared.messaging.deadletters replay --topic agency.health-nz.referrals.in.dlq --all
 
-A replayed message goes to its origin's retry topic addressed to the consumer that gave up on it, with its
-attempts reset; the inbox makes replaying something already handled harmless.
+Listing without --topic reads every dead-letter topic, each agency's included. A replayed message goes to its
+origin's retry topic (for an agency's message, that agency's: the topic still says who sent it) addressed to the
+consumer that gave up on it, with its attempts reset; the inbox makes replaying something already handled harmless.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ def _security() -> dict[str, Any]:
 
 async def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
     """Everything currently in a dead-letter topic, read without joining a consumer group."""
-    # No group: the consumer is assigned every partition of the topic and commits nothing.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False, **_security())
+    # No group: the consumer is assigned every partition of the topic and commits nothing. Its own first reset must
+    # also be to the earliest offset: one still under way when seek_to_beginning is asked for can win, and would
+    # silently skip what is already there.
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **_security()
+    )
     await consumer.start()
     try:
         partitions = sorted(consumer.assignment())
@@ -68,26 +73,24 @@ async def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
             return []
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        letters: list[DeadLetter] = []
+        letters: dict[tuple[int, int], DeadLetter] = {}  # by position: a record read twice is listed once
         remaining = {tp for tp in partitions if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for tp, records in batch.items():
                 for record in records:
-                    letters.append(
-                        DeadLetter(
-                            topic=tp.topic,
-                            partition=tp.partition,
-                            offset=record.offset,
-                            key=record.key,
-                            value=record.value or b"",
-                            headers=decode_headers(record.headers),
-                        )
+                    letters[tp.partition, record.offset] = DeadLetter(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value or b"",
+                        headers=decode_headers(record.headers),
                     )
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
-        return sorted(letters, key=lambda d: (d.partition, d.offset))
+        return [letters[position] for position in sorted(letters)]
     finally:
         await consumer.stop()
 
@@ -111,13 +114,14 @@ async def replay(bootstrap: str, letters: list[DeadLetter]) -> int:
         await producer.stop()
 
 
-def _dead_letter_topics() -> list[str]:
-    return [dlq_topic(t.name) for t in TOPICS if t.consumed]
+def dead_letter_topics() -> list[str]:
+    """Every concrete dead-letter topic: one per consumed topic, and one per agency for an agency's topics."""
+    return [dlq_topic(name) for topic in TOPICS if topic.consumed for name in topic.names()]
 
 
 async def _main(args: argparse.Namespace) -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
-    topics = [args.topic] if args.topic else _dead_letter_topics()
+    topics = [args.topic] if args.topic else dead_letter_topics()
     letters = [letter for topic in topics for letter in await read_dead_letters(bootstrap, topic)]
     if args.command == "list":
         for letter in letters:
