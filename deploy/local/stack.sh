@@ -3,7 +3,8 @@
 # data folder of our own), a single-node KRaft Kafka broker and Zipkin, the last two run
 # from jars that Maven fetches once (versions in pom.xml beside this script).
 # The broker listens twice: PLAINTEXT for the services, and SASL_SSL (SCRAM-SHA-512 over TLS,
-# a CA of the stack's own) so that tests can connect the way production clients do.
+# a CA of the stack's own) so that tests can connect the way production clients do. Its authorizer
+# enforces ACLs on SASL_SSL users other than ctp-local; PLAINTEXT clients may do anything.
 #
 #   [STACK=dev|test] deploy/local/stack.sh COMMAND
 #
@@ -30,6 +31,9 @@ usage: [STACK=dev|test] deploy/local/stack.sh COMMAND
   kafka-start  start only Kafka
   kafka-stop   stop only Kafka (SIGTERM, SIGKILL after 30 s)
   kafka-kill   SIGKILL the broker, as a crash would
+  kafka-users NAME=PASSWORD...
+               add SCRAM-SHA-512 users of the SASL_SSL listener, or set their passwords (Kafka must run;
+               users other than ctp-local may do only what ACLs grant them)
 EOF
 }
 
@@ -427,13 +431,19 @@ controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$KAFKA_LOG_DIRS
 
-# SASL_SSL as production has it (SCRAM-SHA-512 over TLS), for clients that should connect that way. No authorizer:
-# any authenticated user may do anything, as anyone may on PLAINTEXT.
+# SASL_SSL as production has it (SCRAM-SHA-512 over TLS), for clients that should connect that way.
 listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_KEYSTORE
 listener.name.sasl_ssl.ssl.keystore.password=$KAFKA_KEYSTORE_PASSWORD
+
+# ACLs as production enforces them, for the SASL_SSL users tests create (kafka-users) and grant rights to. Everything
+# on PLAINTEXT (the services, the tests, the controller and the broker's own traffic) is User:ANONYMOUS, and ctp-local
+# is the SASL_SSL admin: both super users, so nothing that ran before the authorizer is refused anything. Anyone else
+# gets only what an ACL allows (allow.everyone.if.no.acl.found keeps its default, false, as in production).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$KAFKA_SASL_USERNAME
 
 # One node: every internal topic has a single replica.
 offsets.topic.replication.factor=1
@@ -493,36 +503,61 @@ kafka_tls_once() {
 
 kafka_scram_stamp() { printf '%s' "$KAFKA_SCRAM" | sha256sum | cut -d' ' -f1; }
 
-# A stack formatted with this script got its SCRAM user from StorageTool; one formatted before the SASL_SSL
-# listener existed (or after a password change) gets it here, once, from the running broker. Kafka's jars have no
-# kafka-configs tool (it lives in kafka-tools), so a few lines of Java on the admin client, which the JDK runs from
-# source: about 3 s, paid once.
-kafka_scram_user_once() {
-  [[ -f $KAFKA_SCRAM_STAMP && $(<"$KAFKA_SCRAM_STAMP") == "$(kafka_scram_stamp)" ]] && return 0
-  log "Kafka: adding the SCRAM-SHA-512 user $KAFKA_SASL_USERNAME"
-  local source=$RUN_DIR/AddScramUser.java out=$LOG_DIR/kafka-scram.out
+# kafka_scram_users NAME=PASSWORD...: adds each SCRAM-SHA-512 user, or replaces its password, in one run. Kafka's jars
+# have no kafka-configs tool (it lives in kafka-tools), so a few lines of Java on the admin client (over PLAINTEXT),
+# which the JDK runs from source: about 3 s however many users.
+kafka_scram_users() {
+  local source=$RUN_DIR/AddScramUsers.java out=$LOG_DIR/kafka-scram.out
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
   cat >"$source" <<'EOF'
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ScramCredentialInfo;
 import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialAlteration;
 import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 
-// args: bootstrap, user, password. Adds the user's SCRAM-SHA-512 credential, or replaces it.
-public class AddScramUser {
+// args: bootstrap, then name=password pairs. Adds each user's SCRAM-SHA-512 credential, or replaces it.
+public class AddScramUsers {
     public static void main(String[] args) throws Exception {
+        var info = new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096);
+        List<UserScramCredentialAlteration> users = new ArrayList<>();
+        for (int i = 1; i < args.length; i++) {
+            String[] user = args[i].split("=", 2);
+            users.add(new UserScramCredentialUpsertion(user[0], info, user[1]));
+        }
         try (Admin admin = Admin.create(Map.<String, Object>of("bootstrap.servers", args[0]))) {
-            var info = new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096);
-            admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(args[1], info, args[2]))).all().get();
+            admin.alterUserScramCredentials(users).all().get();
         }
     }
 }
 EOF
-  kafka_java "$source" "127.0.0.1:$KAFKA_PORT" "$KAFKA_SASL_USERNAME" "$KAFKA_SASL_PASSWORD" >"$out" 2>&1 </dev/null \
-    || fail_with_log "could not add Kafka's SCRAM user $KAFKA_SASL_USERNAME (Java run from source needs a JDK)" "$out"
+  kafka_java "$source" "127.0.0.1:$KAFKA_PORT" "$@" >"$out" 2>&1 </dev/null \
+    || fail_with_log "could not add Kafka's SCRAM users (Java run from source needs a JDK)" "$out"
   rm -f "$source"
+}
+
+# A stack formatted with this script got its SCRAM user from StorageTool; one formatted before the SASL_SSL
+# listener existed (or after a password change) gets it here, once, from the running broker.
+kafka_scram_user_once() {
+  [[ -f $KAFKA_SCRAM_STAMP && $(<"$KAFKA_SCRAM_STAMP") == "$(kafka_scram_stamp)" ]] && return 0
+  log "Kafka: adding the SCRAM-SHA-512 user $KAFKA_SASL_USERNAME"
+  kafka_scram_users "$KAFKA_SASL_USERNAME=$KAFKA_SASL_PASSWORD"
   kafka_scram_stamp >"$KAFKA_SCRAM_STAMP"
+}
+
+# The kafka-users command: users for tests of the ACLs (tests/integration/test_kafka_acls.py).
+cmd_kafka_users() {
+  (($# > 0)) || die "kafka-users needs NAME=PASSWORD arguments"
+  local user
+  for user in "$@"; do
+    [[ $user =~ ^[^=]+=.+$ ]] || die "kafka-users: '${user%%=*}=...' is not NAME=PASSWORD"
+  done
+  pid_of kafka >/dev/null || die "Kafka is not running: 'STACK=$STACK $0 kafka-start' first"
+  kafka_scram_users "$@"
+  log "Kafka: SCRAM-SHA-512 users set: $(printf '%s\n' "${@%%=*}" | paste -sd' ')"
 }
 
 # Format only once: the cluster id lives in kafka-data/cluster.id, the formatted state in log-dirs.
@@ -553,6 +588,11 @@ kafka_start() {
     if ! port_busy "$KAFKA_SASL_PORT"; then
       log "Kafka: WARNING: nothing listens on the SASL_SSL port $KAFKA_SASL_PORT (a broker started by an older" \
         "stack.sh?): 'STACK=$STACK $0 kafka-stop' and start again to get it"
+    fi
+    # server.properties is rewritten only when a broker starts, so it says how the running one was started.
+    if ! grep -q '^authorizer.class.name=' "$KAFKA_DATA/server.properties" 2>/dev/null; then
+      log "Kafka: WARNING: the running broker enforces no ACLs (started by an older stack.sh?):" \
+        "'STACK=$STACK $0 kafka-stop' and start again to get its authorizer"
     fi
     kafka_scram_user_once
     return 0
@@ -667,7 +707,7 @@ Stack '$STACK' is up (started in $((SECONDS - start)) s).
               data $PGDATA_DIR
   Kafka       127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT), data $KAFKA_DATA
               SASL_SSL 127.0.0.1:$KAFKA_SASL_PORT: SCRAM-SHA-512 user $KAFKA_SASL_USERNAME (password $KAFKA_SASL_PASSWORD),
-              CA $KAFKA_CA_PEM
+              a super user; ACLs bind the users that 'kafka-users' adds. CA $KAFKA_CA_PEM
   Zipkin      http://127.0.0.1:$ZIPKIN_PORT/zipkin/
   Logs        $LOG_DIR
   Pid files   $RUN_DIR
@@ -721,7 +761,7 @@ lock_stack() {
 }
 
 case ${1:-} in
-  setup | start | stop | clean | kafka-start | kafka-stop | kafka-kill) lock_stack ;;
+  setup | start | stop | clean | kafka-start | kafka-stop | kafka-kill | kafka-users) lock_stack ;;
 esac
 
 case ${1:-} in
@@ -734,6 +774,7 @@ case ${1:-} in
   kafka-start) kafka_start ;;
   kafka-stop) stop_pid kafka Kafka ;;
   kafka-kill) kafka_kill ;;
+  kafka-users) shift; cmd_kafka_users "$@" ;;
   -h | --help | help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

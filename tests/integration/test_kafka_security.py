@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 import uuid
@@ -19,22 +18,16 @@ from shared.messaging.broker import client_security, kafka_security, make_broker
 from shared.messaging.envelope import Envelope, decode_headers
 from shared.settings import ServiceSettings
 from tests.support import probe
+from tests.support.kafka import sasl_settings as stack_sasl_settings
 
 TOPIC = "backbone.probe"
-# What `deploy/local/stack.sh env` exports for the listener; `make test` evals it before running the tests.
-STACK_ENV = ("KAFKA_SASL_BOOTSTRAP", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE")
 
 
 @pytest.fixture(scope="module")
 def sasl_settings() -> ServiceSettings:
     """A service's settings for the SASL_SSL listener, as a production deployment sets them (CTP_KAFKA_*)."""
-    missing = [name for name in STACK_ENV if not os.environ.get(name)]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} not set: run the tests in the stack's environment, "
-            'eval "$(STACK=test deploy/local/stack.sh env)" (make test does)'
-        )
-    host, port = os.environ["KAFKA_SASL_BOOTSTRAP"].rsplit(":", 1)
+    settings = stack_sasl_settings()
+    host, port = settings.kafka_bootstrap.rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as error:
@@ -42,15 +35,7 @@ def sasl_settings() -> ServiceSettings:
             f"nothing listens on {host}:{port} ({error}): a broker started before stack.sh had the SASL_SSL listener? "
             "Restart it: STACK=test deploy/local/stack.sh kafka-stop, then make test"
         )
-    return ServiceSettings(
-        service="probe",
-        kafka_bootstrap=os.environ["KAFKA_SASL_BOOTSTRAP"],
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username=os.environ["KAFKA_SASL_USERNAME"],
-        kafka_sasl_password=SecretStr(os.environ["KAFKA_SASL_PASSWORD"]),
-        kafka_ssl_cafile=os.environ["KAFKA_SSL_CAFILE"],
-    )
+    return settings
 
 
 async def connect(settings: ServiceSettings) -> None:

@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
 
 from shared.agencies import agency_source
 from shared.events import Event
 from shared.messaging.envelope import Envelope, EnvelopeError, decode_headers
+from shared.settings import ServiceSettings
+
+# What `deploy/local/stack.sh env` exports for the broker's SASL_SSL listener; `make test` evals it first.
+SASL_ENV = ("KAFKA_SASL_BOOTSTRAP", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE")
+
+
+def sasl_settings(username: str | None = None, password: str | None = None) -> ServiceSettings:
+    """A client's settings for the stack's SASL_SSL listener, as a production deployment sets them (CTP_KAFKA_*):
+    as the stack's own user (a super user) unless another is given."""
+    missing = [name for name in SASL_ENV if not os.environ.get(name)]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not set: run the tests in the stack's environment, "
+            'eval "$(STACK=test deploy/local/stack.sh env)" (make test does)'
+        )
+    return ServiceSettings(
+        service="probe",
+        kafka_bootstrap=os.environ["KAFKA_SASL_BOOTSTRAP"],
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username=username or os.environ["KAFKA_SASL_USERNAME"],
+        kafka_sasl_password=SecretStr(password or os.environ["KAFKA_SASL_PASSWORD"]),
+        kafka_ssl_cafile=os.environ["KAFKA_SSL_CAFILE"],
+    )
 
 
 class AgencySystem:
