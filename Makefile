@@ -60,7 +60,7 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(MAKE) --no-print-directory setup STACK=test
-	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q \
+	eval "$$(STACK=test deploy/local/stack.sh env)" && STACK=test $(VENV)/bin/pytest -q --durations=15 \
 		--deselect tests/integration/test_hub_service.py --ignore=tests/cluster
 	# The hub's in-process tests run in a process of their own: after the other modules' in-process services, one of
 	# them has hung on an await with no timeout in two of five runs (not yet explained; see the closing note).
