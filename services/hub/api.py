@@ -19,13 +19,16 @@ from services.hub import storage
 from services.hub.domain import (
     AUDITOR,
     DUTY_MANAGER,
+    REFERRERS,
     SOCIAL_WORKER,
     AlreadySettled,
     EscalationStatus,
     NotAllowed,
+    NotReferable,
     Priority,
     Screening,
     check_override,
+    check_referable,
     explain,
     stand_down,
 )
@@ -103,6 +106,7 @@ class ConcernView(QueueItem):
     report: dict[str, Any]
     screenings: list[ScreeningRecord]
     agency_referral_id: str | None
+    referred_at: datetime | None
 
 
 class StepView(BaseModel):
@@ -143,6 +147,12 @@ class ReferralRequest(BaseModel):
     reason_text: LongText = ""
     child: ChildDetails | None = None
     whanau: list[WhanauMember] = []
+
+
+class ReferralMade(BaseModel):
+    concern_id: str
+    agency_referral_id: str
+    referred_at: datetime
 
 
 def _escalation_settings(request: Request) -> EscalationSettings:
@@ -268,6 +278,7 @@ async def concern_of(session: AsyncSession, principal: Principal, concern_id: st
         report=row.report,
         screenings=[ScreeningRecord.model_validate(s, from_attributes=True) for s in history],
         agency_referral_id=row.agency_referral_id,
+        referred_at=row.referred_at,
     )
 
 
@@ -455,62 +466,83 @@ async def _apply_screening(
     )
 
 
+async def refer_concern(
+    session: AsyncSession, principal: Principal, concern_id: str, body: ReferralRequest
+) -> ReferralMade | list[dict[str, str]]:
+    """Turn a concern screened as suited to a Children's Team into a referral, sent as the Children's Hub agency.
+
+    Audited; refused (403, 404, 409) with the audit row kept. Returns every reason the referral cannot be made
+    (nothing is sent then), or the referral once it is in the outbox.
+    """
+    agency_referral_id = f"hub-{concern_id}"
+    row = await storage.concern(session, concern_id=concern_id, for_update=True)
+    allowed, why = role_check(principal, REFERRERS)
+    await audited(
+        session,
+        principal,
+        allowed=allowed,
+        why=why,
+        action="refer concern to the Children's Team",
+        child_id=row.child_id if row else None,
+        purpose="referral",
+        detail={"concern_id": concern_id},
+    )
+    if row is None:
+        raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
+    try:
+        check_referable(row.priority, row.agency_referral_id)
+    except NotReferable as error:
+        raise Refused(str(error), status.HTTP_409_CONFLICT) from None
+    referral, reasons = _referral(row, body, principal, agency_referral_id)
+    if referral is None:
+        return reasons
+    envelope = Envelope(
+        event=referral, source=HUB_AGENCY_SOURCE, subject=agency_referral_id, correlation_id=row.correlation_id
+    )
+    await add_to_outbox(session, envelope, topic=REFERRALS_IN)
+    await storage.set_concern(
+        session,
+        concern_id=concern_id,
+        status="referred",
+        agency_referral_id=agency_referral_id,
+        referred_at=referral.submitted_at,
+    )
+    await publish(
+        session,
+        row,
+        ConcernReferred(
+            concern_id=concern_id,
+            child_id=row.child_id,
+            agency_referral_id=agency_referral_id,
+            referred_at=referral.submitted_at,
+        ),
+    )
+    return ReferralMade(concern_id=concern_id, agency_referral_id=agency_referral_id, referred_at=referral.submitted_at)
+
+
 @router.post("/concerns/{concern_id}/referral", status_code=201, responses={403: {}, 404: {}, 409: {}, 422: {}})
 async def refer_to_childrens_team(
     concern_id: str, body: ReferralRequest, request: Request, principal: CurrentPrincipal
 ) -> dict[str, str]:
     """A concern screened as suited to a Children's Team becomes a referral, sent as the Children's Hub agency."""
-    agency_referral_id = f"hub-{concern_id}"
 
-    async def work(session: AsyncSession) -> list[dict[str, str]]:
-        """Every reason the referral cannot be made (nothing is sent then), or none once it is in the outbox."""
-        row = await storage.concern(session, concern_id=concern_id, for_update=True)
-        allowed, why = role_check(principal, (SOCIAL_WORKER,))
-        await audited(
-            session,
-            principal,
-            allowed=allowed,
-            why=why,
-            action="refer concern to the Children's Team",
-            child_id=row.child_id if row else None,
-            purpose="referral",
-            detail={"concern_id": concern_id},
-        )
-        if row is None:
-            raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
-        if row.agency_referral_id:
-            raise Refused("this concern is already a referral", status.HTTP_409_CONFLICT)
-        if row.priority != Priority.CHILDRENS_TEAM:
-            raise Refused(
-                f"only a concern screened as childrens_team becomes a referral (it is {row.priority})",
-                status.HTTP_409_CONFLICT,
-            )
-        referral, reasons = _referral(row, body, principal, agency_referral_id)
-        if referral is None:
-            return reasons
-        envelope = Envelope(
-            event=referral, source=HUB_AGENCY_SOURCE, subject=agency_referral_id, correlation_id=row.correlation_id
-        )
-        await add_to_outbox(session, envelope, topic=REFERRALS_IN)
-        await storage.set_concern(
-            session, concern_id=concern_id, status="referred", agency_referral_id=agency_referral_id
-        )
-        await publish(
-            session,
-            row,
-            ConcernReferred(
-                concern_id=concern_id,
-                child_id=row.child_id,
-                agency_referral_id=agency_referral_id,
-                referred_at=referral.submitted_at,
-            ),
-        )
-        return []
+    async def work(session: AsyncSession) -> ReferralMade | list[dict[str, str]]:
+        return await refer_concern(session, principal, concern_id, body)
 
-    problems = await in_transaction(runtime_of(request.app).sessions, work)
-    if problems:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, problems)
-    return {"concern_id": concern_id, "agency_referral_id": agency_referral_id}
+    made = await in_transaction(runtime_of(request.app).sessions, work)
+    if isinstance(made, list):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, made)
+    return {"concern_id": concern_id, "agency_referral_id": made.agency_referral_id}
+
+
+def child_on_concern(report: dict[str, Any]) -> ChildDetails | None:
+    """The child's details as the concern gave them, or None when it lacks names and a date of birth."""
+    known = report.get("child") or {}
+    details = {k: known.get(k) for k in ("given_names", "family_name", "date_of_birth", "nhi", "locality")}
+    try:
+        return ChildDetails.model_validate({k: v for k, v in details.items() if v is not None})
+    except ValidationError:
+        return None
 
 
 def _referral(
@@ -518,16 +550,11 @@ def _referral(
 ) -> tuple[ReferralSubmitted | None, list[dict[str, str]]]:
     """The agency referral the Children's Hub sends, or every reason it cannot be made."""
     report: dict[str, Any] = row.report
-    child = body.child
+    child = body.child or child_on_concern(report)
     if child is None:
-        known = report.get("child") or {}
-        details = {k: known.get(k) for k in ("given_names", "family_name", "date_of_birth", "nhi", "locality")}
-        try:
-            child = ChildDetails.model_validate({k: v for k, v in details.items() if v is not None})
-        except ValidationError:
-            return None, [
-                {"field": "child", "problem": "the concern lacks the child's names and date of birth: supply child"}
-            ]
+        return None, [
+            {"field": "child", "problem": "the concern lacks the child's names and date of birth: supply child"}
+        ]
     caregivers = [
         WhanauMember(name=c["name"], relationship=c["relationship"], caregiver=True, contact=c.get("contact") or {})
         for c in report.get("caregivers", [])

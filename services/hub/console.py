@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,16 +33,21 @@ from sse_starlette import EventSourceResponse
 
 from services.hub import storage
 from services.hub.api import (
+    HUB_AGENCY,
     READERS,
     ConcernView,
     EscalationView,
+    ReferralMade,
+    ReferralRequest,
     ScreeningDecision,
     accept_concern,
+    child_on_concern,
     concern_id_for,
     concern_of,
     decide_screening,
     escalation_of,
     queue_of,
+    refer_concern,
 )
 from services.hub.domain import (
     AUDITOR,
@@ -50,14 +55,17 @@ from services.hub.domain import (
     DUTY_MANAGER,
     DUTY_MANAGER_TARGET,
     POLICE,
+    REFERRERS,
     RESPONSE_WINDOWS,
     SOCIAL_WORKER,
     EscalationStatus,
+    NotReferable,
     Priority,
+    check_referable,
 )
 from services.hub.handlers import EscalationSettings
 from shared.access import audited, in_transaction, role_check
-from shared.events.codes import ConcernCategory, NeedDomain
+from shared.events.codes import ConcernCategory, NeedDomain, Participation, ReasonCode
 from shared.events.hub import ConcernReport
 from shared.security import DEV_ISSUER, DEV_KEY_DIR, Principal, TokenVerifier, issue_token
 from shared.service import runtime_of
@@ -464,7 +472,7 @@ def _local_now() -> str:
     return datetime.now(_zone()).strftime("%Y-%m-%dT%H:%M")
 
 
-def _seen_at(text: str) -> str | datetime:
+def _from_local(text: str) -> str | datetime:
     """`datetime-local` input is New Zealand time; anything unreadable goes on for validation to name."""
     try:
         return datetime.fromisoformat(text).replace(tzinfo=_zone())
@@ -501,7 +509,7 @@ def report_from_form(form: Mapping[str, Any], checked: Mapping[str, list[str]], 
         },
         "categories": checked.get("categories", []),
         "what_was_seen": given("what_was_seen") or "",
-        "seen_at": _seen_at(given("seen_at") or ""),
+        "seen_at": _from_local(given("seen_at") or ""),
         "life_in_danger": form.get("life_in_danger") == "yes",
         "child_without_care": form.get("child_without_care") == "yes",
         "self_harm_plan": form.get("self_harm_plan") == "yes",
@@ -645,13 +653,20 @@ async def _concern(session: AsyncSession, principal: Principal, concern_id: str)
         "steps": timeline(escalation, now) if escalation else [],
         "now": now,
         "priorities": [p.value for p in Priority],
+        "referable": not why_not_referable(concern),
+        "may_refer": principal.has_role(*REFERRERS),
     }
 
 
 @router.get("/concerns/{concern_id}")
-async def concern_page(request: Request, concern_id: str, principal: SignedIn) -> Response:
-    """The concern, the rules that fired, confirm or override, and the escalation timeline."""
-    return await _page(request, principal, "concern.html", lambda session: _concern(session, principal, concern_id))
+async def concern_page(request: Request, concern_id: str, principal: SignedIn, sent: str | None = None) -> Response:
+    """The concern, the rules that fired, confirm or override, and the escalation timeline; `sent=referral` after the
+    referral form sent it, to say so."""
+
+    async def view(session: AsyncSession) -> dict[str, Any]:
+        return await _concern(session, principal, concern_id) | {"referral_sent": sent == "referral"}
+
+    return await _page(request, principal, "concern.html", view)
 
 
 @router.get("/concerns/{concern_id}/live")
@@ -701,3 +716,202 @@ SCREENING_PROBLEMS = {
     "priority": "Choose the new priority",
     "reason": "Give your reason (at least 3 characters)",
 }
+
+
+# Referral to the Children's Team ---------------------------------------------------------------------------------
+
+REASONS = [(r.value, words(r.value).capitalize()) for r in ReasonCode]
+PARTICIPATION_WORDS = {
+    Participation.YES: "Yes, they agreed to take part",
+    Participation.NO: "No, they said no",
+    Participation.NOT_YET_ASKED: "Not asked yet",
+}
+PARTICIPATION = [(p.value, PARTICIPATION_WORDS[p]) for p in Participation]
+# The referral form's fields (the API's `ReferralRequest`), their labels, and what to say when one is wrong.
+REFERRAL_FIELDS: dict[str, tuple[str, str]] = {
+    "child_given_names": ("Child's given names", "Enter the child's given names"),
+    "child_family_name": ("Child's family name", "Enter the child's family name"),
+    "child_date_of_birth": ("Child's date of birth", "Enter the date of birth of a child aged 0 to 17"),
+    "reasons": ("Why the child is referred", "Choose at least one reason"),
+    "reason_text": ("More about why", "Keep it to 4000 characters"),
+    "needs": ("Needs the Children's Team should help with", "Choose at least one need"),
+    "consent_participation": ("Has the family agreed to take part?", "Say whether the family agreed to take part"),
+    "consent_given_by": ("Who gave the family's answer", "Enter who gave the family's answer"),
+    "consent_given_by_relationship": ("Their relationship to the child", "Enter their relationship to the child"),
+    "consent_given_at": ("When they answered", "Enter when the family answered, not after now"),
+    "referrer_name": ("Your name", "Enter your name"),
+}
+# A problem with the referral as a whole: shown at the top, with the hub's own words.
+WHOLE_REFERRAL = "referral"
+REFERRAL_NESTED: dict[tuple[str, ...], str] = {
+    ("child", "given_names"): "child_given_names",
+    ("child", "family_name"): "child_family_name",
+    ("child", "date_of_birth"): "child_date_of_birth",
+    ("consent", "participation"): "consent_participation",
+    ("consent", "given_by"): "consent_given_by",
+    ("consent", "given_by_relationship"): "consent_given_by_relationship",
+    ("consent", "given_at"): "consent_given_at",
+}
+# Where a rule about the referral as a whole points the person: the field to fix, when the form has it.
+WHOLE_REFERRAL_RULES = (
+    ("given_at", "consent_given_at"),
+    ("date_of_birth", "child_date_of_birth"),
+    ("0-17", "child_date_of_birth"),
+)
+CHILD_FIELDS = ("child_given_names", "child_family_name", "child_date_of_birth")
+
+
+def why_not_referable(concern: ConcernView) -> str:
+    """Why this concern cannot become a referral (the API's words), or "" when it can."""
+    try:
+        check_referable(concern.priority, concern.agency_referral_id)
+    except NotReferable as error:
+        return str(error)
+    return ""
+
+
+def referral_from_form(form: Mapping[str, Any], checked: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The form's answers in the shape of `ReferralRequest` (the API's body); blank answers are left out.
+
+    The child's details go in only when the form asked for them (the concern lacks them).
+    """
+
+    def given(name: str) -> str | None:
+        value = str(form.get(name) or "").strip()
+        return value or None
+
+    consent = {
+        "participation": given("consent_participation"),
+        "given_by": given("consent_given_by"),
+        "given_by_relationship": given("consent_given_by_relationship"),
+        "given_at": _from_local(answered) if (answered := given("consent_given_at")) else None,
+    }
+    body: dict[str, Any] = {
+        "referrer_name": given("referrer_name") or "",
+        "reasons": checked.get("reasons", []),
+        "needs": checked.get("needs", []),
+        "consent": {k: v for k, v in consent.items() if v is not None},
+        "reason_text": given("reason_text") or "",
+    }
+    child = {
+        "given_names": given("child_given_names"),
+        "family_name": given("child_family_name"),
+        "date_of_birth": given("child_date_of_birth"),
+    }
+    if any(child.values()):
+        body["child"] = {k: v for k, v in child.items() if v is not None}
+    return body
+
+
+def referral_errors(
+    problems: Iterable[tuple[tuple[str, ...], str]], values: Mapping[str, str], *, shown: Collection[str]
+) -> dict[str, str]:
+    """Each problem (where it is, what it says) under the form field to fix, or as a problem of the whole referral."""
+    found: dict[str, str] = {}
+    for location, said in problems:
+        message = said.removeprefix("Value error, ")
+        if location[:2] in REFERRAL_NESTED:
+            fields = [REFERRAL_NESTED[location[:2]]]
+        elif location and location[0] in REFERRAL_FIELDS:
+            fields = [location[0]]
+        elif location == ("consent",):  # the family's yes or no needs who gave it and when
+            blank = [f for f in ("consent_given_by", "consent_given_at") if not str(values.get(f) or "").strip()]
+            fields = blank or ["consent_given_at"]
+        elif location == ("child",):  # the concern lacks the child's details and the form left them blank
+            fields = list(CHILD_FIELDS)
+        else:
+            fields = [next((f for words_in, f in WHOLE_REFERRAL_RULES if words_in in message), WHOLE_REFERRAL)]
+        for field in fields:
+            if field in shown:
+                # The field's own message says what a right answer looks like; pydantic's words are for integrators.
+                found.setdefault(field, REFERRAL_FIELDS[field][1])
+            else:
+                found.setdefault(WHOLE_REFERRAL, message[:1].upper() + message[1:])
+    # In the order the form asks, so the summary reads top to bottom.
+    return {name: found[name] for name in (WHOLE_REFERRAL, *REFERRAL_FIELDS) if name in found}
+
+
+async def _referral_page(
+    session: AsyncSession,
+    principal: Principal,
+    concern_id: str,
+    *,
+    values: Mapping[str, Any] | None = None,
+    checked: Mapping[str, list[str]] | None = None,
+    refusal: str = "",
+) -> dict[str, Any]:
+    """The referral form for one concern (read and audited as the concern page is), or why it cannot be sent."""
+    concern = await concern_of(session, principal, concern_id, purpose="referral")
+    if values is None:
+        known = concern.report.get("child") or {}
+        values = {f"child_{k}": known.get(k) or "" for k in ("given_names", "family_name", "date_of_birth")}
+        wanted = {n.value for n in NeedDomain}
+        checked = {"needs": [n for n in concern.report.get("support_needs", []) if n in wanted]}
+    return {
+        "concern": concern,
+        "refusal": refusal or why_not_referable(concern),
+        "ask_child": child_on_concern(concern.report) is None,
+        "values": values,
+        "checked": checked or {},
+        "errors": {},
+        "fields": REFERRAL_FIELDS,
+        "reasons": REASONS,
+        "needs": NEEDS,
+        "participation": PARTICIPATION,
+        "hub_agency": HUB_AGENCY,
+    }
+
+
+@router.get("/concerns/{concern_id}/referral")
+async def referral_form(request: Request, concern_id: str, principal: SignedIn) -> Response:
+    """The form that turns a concern suited to a Children's Team into a referral; hub social workers send it."""
+    return await _page(
+        request, principal, "referral_form.html", lambda session: _referral_page(session, principal, concern_id)
+    )
+
+
+@router.post("/concerns/{concern_id}/referral", dependencies=[SameOrigin])
+async def refer_to_childrens_team(request: Request, concern_id: str, principal: SignedIn) -> Response:
+    """Send the referral through the API's own path: its checks, its audit row, its 403, 409 and 422 answers."""
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    checked = {name: [str(v) for v in form.getlist(name)] for name in ("reasons", "needs")}
+    problems: list[tuple[tuple[str, ...], str]] = []
+    refusal = ""
+    try:
+        body = ReferralRequest.model_validate(referral_from_form(values, checked))
+    except ValidationError as error:
+        problems = [
+            (tuple(str(part) for part in p["loc"]), str(p["msg"]))
+            for p in error.errors(include_url=False, include_input=False)
+        ]
+    if not problems:
+
+        async def work(session: AsyncSession) -> ReferralMade | list[dict[str, str]]:
+            return await refer_concern(session, principal, concern_id, body)
+
+        try:
+            made = await in_transaction(_sessions(request), work)
+        except HTTPException as refused:
+            if refused.status_code != status.HTTP_409_CONFLICT:
+                return _render(
+                    request,
+                    "refused.html",
+                    {"why": refused.detail, "status_code": refused.status_code, "action": True},
+                    principal=principal,
+                    status_code=refused.status_code,
+                )
+            refusal = str(refused.detail)
+        else:
+            if isinstance(made, ReferralMade):
+                # The concern keeps the agency referral id and the time; a reload of its page sends nothing again.
+                return _see_other(f"/console/concerns/{concern_id}?sent=referral")
+            problems = [(tuple(p["field"].split(".")), p["problem"]) for p in made]
+
+    async def again(session: AsyncSession) -> dict[str, Any]:
+        page = await _referral_page(session, principal, concern_id, values=values, checked=checked, refusal=refusal)
+        shown = [f for f in REFERRAL_FIELDS if page["ask_child"] or f not in CHILD_FIELDS]
+        return page | {"errors": referral_errors(problems, values, shown=shown)}
+
+    answer = status.HTTP_409_CONFLICT if refusal else status.HTTP_422_UNPROCESSABLE_ENTITY
+    return await _page(request, principal, "referral_form.html", again, status_code=answer)

@@ -260,6 +260,23 @@ def check_override(current: Priority, new: Priority, roles: frozenset[str]) -> N
         raise NotAllowed("lowering a critical concern needs the role hub_duty_manager")
 
 
+# Referral to the Children's Team ---------------------------------------------------------------------------------
+
+REFERRERS = (SOCIAL_WORKER,)  # who may turn a concern into a referral
+
+
+class NotReferable(Exception):
+    """A concern that cannot become a referral, or already is one (HTTP 409)."""
+
+
+def check_referable(priority: str, agency_referral_id: str | None) -> None:
+    """A concern becomes a referral once, and only while its priority is childrens_team."""
+    if agency_referral_id:
+        raise NotReferable("this concern is already a referral")
+    if priority != Priority.CHILDRENS_TEAM:
+        raise NotReferable(f"only a concern screened as childrens_team becomes a referral (it is {priority})")
+
+
 # Escalation ------------------------------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ concerns = Table(
     Column("rules_fired", JSONB, nullable=False),
     Column("status", Text, nullable=False),  # awaiting_screening | screened | referred
     Column("agency_referral_id", Text),
+    Column("referred_at", DateTime(timezone=True)),
     Column("correlation_id", Text, nullable=False),
 )
 Index("concerns_queue", concerns.c.status, concerns.c.priority_rank, concerns.c.received_at)

@@ -6,8 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from services.hub.api import EscalationView, StepView
-from services.hub.console import field_errors, report_from_form, timeline
+from services.hub.api import EscalationView, ReferralRequest, StepView
+from services.hub.console import (
+    REFERRAL_FIELDS,
+    WHOLE_REFERRAL,
+    field_errors,
+    referral_errors,
+    referral_from_form,
+    report_from_form,
+    timeline,
+)
 from shared.events.hub import ConcernReport
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -73,3 +81,47 @@ def test_a_step_is_overdue_when_nobody_acknowledged_it_in_time() -> None:
     assert [line.overdue for line in timeline(waiting, START + timedelta(minutes=4))] == [False]
     assert [line.overdue for line in timeline(waiting, START + timedelta(minutes=6))] == [True]
     assert [line.overdue for line in timeline(_escalation("stood_down", 1), START + timedelta(hours=1))] == [False]
+
+
+def _referral_problems(form: dict[str, str], checked: dict[str, list[str]]) -> dict[str, str]:
+    try:
+        ReferralRequest.model_validate(referral_from_form(form, checked))
+    except ValidationError as error:
+        problems = [(tuple(str(p) for p in e["loc"]), str(e["msg"])) for e in error.errors()]
+        return referral_errors(problems, form, shown=REFERRAL_FIELDS)
+    return {}
+
+
+def test_each_referral_form_problem_is_shown_at_the_field_to_fix() -> None:
+    # The family said yes: who answered and when are needed; the summary reads in the form's order.
+    problems = _referral_problems({"consent_participation": "yes"}, {"needs": ["housing"]})
+    assert list(problems) == ["reasons", "consent_given_by", "consent_given_at", "referrer_name"]
+    assert problems["reasons"] == "Choose at least one reason"
+
+    answered = {
+        "consent_participation": "yes",
+        "consent_given_by": "Mere Rangi",
+        "consent_given_at": "2026-03-02T08:00",
+        "referrer_name": "Aroha Ngata",
+    }
+    assert _referral_problems(answered, {"needs": ["housing"]}) == {"reasons": "Choose at least one reason"}
+    complete = {"reasons": ["housing_instability"], "needs": ["housing"]}
+    assert _referral_problems(answered, complete) == {}
+    body = ReferralRequest.model_validate(referral_from_form(answered, complete))
+    assert body.consent.given_at is not None and body.consent.given_at.tzinfo is not None  # New Zealand time
+    assert body.child is None  # the concern's own details are used unless the form asked for them
+
+
+def test_the_hubs_reasons_for_not_sending_a_referral_land_where_they_can_be_fixed() -> None:
+    too_old = [(("body",), "Value error, the child must be 0-17 on the referral date")]
+    # The form asked for the child's date of birth: the message is beside it.
+    assert set(referral_errors(too_old, {}, shown=REFERRAL_FIELDS)) == {"child_date_of_birth"}
+    # The date of birth came with the concern: the hub's words go at the top of the form.
+    asked = [f for f in REFERRAL_FIELDS if not f.startswith("child_")]
+    assert referral_errors(too_old, {}, shown=asked) == {WHOLE_REFERRAL: "The child must be 0-17 on the referral date"}
+    lacking = [(("child",), "the concern lacks the child's names and date of birth: supply child")]
+    assert set(referral_errors(lacking, {}, shown=REFERRAL_FIELDS)) == {
+        "child_given_names",
+        "child_family_name",
+        "child_date_of_birth",
+    }
