@@ -1,6 +1,8 @@
-"""When a concern became a referral to a Children's Team, beside its agency referral id."""
+"""When a concern became a referral to a Children's Team, beside its agency referral id.
 
-import sqlalchemy as sa
+0002 creates the tables from today's `storage.metadata`, so a new database has the column already.
+"""
+
 from alembic import op
 
 revision = "0004"
@@ -10,8 +12,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("concerns", sa.Column("referred_at", sa.DateTime(timezone=True)))
+    op.execute("ALTER TABLE concerns ADD COLUMN IF NOT EXISTS referred_at timestamptz")
 
 
 def downgrade() -> None:
-    op.drop_column("concerns", "referred_at")
+    op.execute("ALTER TABLE concerns DROP COLUMN IF EXISTS referred_at")
