@@ -6,7 +6,8 @@
 
 The first two re-render the committed YAML (with an `{agency}` placeholder); `commands` prints the kafka-topics.sh and
 kafka-acls.sh lines for every registered agency (shared/agencies.py), or for those named (the agency the platform itself
-writes as, `childrens-hub`, always included). Definitions only: nothing here has been applied to a cluster.
+writes as, `childrens-hub`, always included). Not yet applied to a production cluster; the grants are applied to the
+local broker and tried by tests/integration/test_kafka_acls.py.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def acls(agencies: Iterable[str] = (AGENCY,)) -> list[Grant]:
 # Rendering ----------------------------------------------------------------------------------------------------------
 
 HEADER = "# Rendered by `python -m deploy.production.render {what}` from shared/messaging/topics.py and\n"
-HEADER += "# deploy/production/render.py; edit those, not this file. Definitions only, never applied to a cluster.\n"
+HEADER += "# deploy/production/render.py; edit those, not this file. Not yet applied to a production cluster.\n"
 
 
 def _topic_yaml(spec: TopicSpec) -> str:
