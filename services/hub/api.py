@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.hub import storage
@@ -252,22 +253,37 @@ async def queue_of(
     return [QueueItem(**_item(row), escalation_status=row.escalation_status) for row in rows]
 
 
-async def concern_of(session: AsyncSession, principal: Principal, concern_id: str, *, purpose: str) -> ConcernView:
-    """One concern with the screening tool's explanation and every screening, audited; 403, or 404 when unknown."""
-    row = await storage.concern(session, concern_id=concern_id)
-    allowed, why = role_check(principal, READERS)
+async def _audited_concern(
+    session: AsyncSession,
+    principal: Principal,
+    concern_id: str,
+    *,
+    roles: tuple[str, ...],
+    action: str,
+    purpose: str,
+    for_update: bool = False,
+) -> Row[Any]:
+    """The concern's row for one of `roles`, the access audited whatever the answer; 403, or 404 when unknown."""
+    row = await storage.concern(session, concern_id=concern_id, for_update=for_update)
+    allowed, why = role_check(principal, roles)
     await audited(
         session,
         principal,
         allowed=allowed,
         why=why,
-        action="read concern",
+        action=action,
         child_id=row.child_id if row else None,
         purpose=purpose,
         detail={"concern_id": concern_id},
     )
     if row is None:
         raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
+    return row
+
+
+async def concern_of(session: AsyncSession, principal: Principal, concern_id: str, *, purpose: str) -> ConcernView:
+    """One concern with the screening tool's explanation and every screening, audited; 403, or 404 when unknown."""
+    row = await _audited_concern(session, principal, concern_id, roles=READERS, action="read concern", purpose=purpose)
     history = await storage.screenings_of(session, concern_id=concern_id)
     escalation = await storage.escalation(session, concern_id=concern_id)
     return ConcernView(
@@ -475,20 +491,15 @@ async def refer_concern(
     (nothing is sent then), or the referral once it is in the outbox.
     """
     agency_referral_id = f"hub-{concern_id}"
-    row = await storage.concern(session, concern_id=concern_id, for_update=True)
-    allowed, why = role_check(principal, REFERRERS)
-    await audited(
+    row = await _audited_concern(
         session,
         principal,
-        allowed=allowed,
-        why=why,
+        concern_id,
+        roles=REFERRERS,
         action="refer concern to the Children's Team",
-        child_id=row.child_id if row else None,
         purpose="referral",
-        detail={"concern_id": concern_id},
+        for_update=True,
     )
-    if row is None:
-        raise Refused("no such concern", status.HTTP_404_NOT_FOUND)
     try:
         check_referable(row.priority, row.agency_referral_id)
     except NotReferable as error:

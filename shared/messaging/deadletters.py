@@ -58,13 +58,13 @@ def _security() -> dict[str, Any]:
     return client_security(ServiceSettings())
 
 
-async def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
-    """Everything currently in a dead-letter topic, read without joining a consumer group."""
-    # No group: the consumer is assigned every partition of the topic and commits nothing. Its own first reset must
+async def read_dead_letters(bootstrap: str, *topics: str) -> list[DeadLetter]:
+    """Everything currently in these dead-letter topics, in the order given, read by one consumer without a group."""
+    # No group: the consumer is assigned every partition of the topics and commits nothing. Its own first reset must
     # also be to the earliest offset: one still under way when seek_to_beginning is asked for can win, and would
     # silently skip what is already there.
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **_security()
+        *topics, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **_security()
     )
     await consumer.start()
     try:
@@ -73,13 +73,14 @@ async def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
             return []
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        letters: dict[tuple[int, int], DeadLetter] = {}  # by position: a record read twice is listed once
+        # By position: a record read twice is listed once.
+        letters: dict[tuple[int, int, int], DeadLetter] = {}
         remaining = {tp for tp in partitions if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for tp, records in batch.items():
                 for record in records:
-                    letters[tp.partition, record.offset] = DeadLetter(
+                    letters[topics.index(tp.topic), tp.partition, record.offset] = DeadLetter(
                         topic=tp.topic,
                         partition=tp.partition,
                         offset=record.offset,
@@ -122,7 +123,7 @@ def dead_letter_topics() -> list[str]:
 async def _main(args: argparse.Namespace) -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:29092")
     topics = [args.topic] if args.topic else dead_letter_topics()
-    letters = [letter for topic in topics for letter in await read_dead_letters(bootstrap, topic)]
+    letters = await read_dead_letters(bootstrap, *topics)
     if args.command == "list":
         for letter in letters:
             print(letter.summary)

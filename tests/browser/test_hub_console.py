@@ -43,6 +43,15 @@ async def raise_critical_concern(page: Page) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
+async def expect_field_messages(page: Page, expected: dict[str, str]) -> None:
+    """The form's problem summary lists every message, and each message also stands beside its field."""
+    summary = page.get_by_role("alert")
+    await expect(summary).to_contain_text("There is a problem")
+    for field, message in expected.items():
+        await expect(summary).to_contain_text(message)
+        await expect(page.locator(f"#{field}-error")).to_contain_text(message)
+
+
 async def never_reloaded(page: Page) -> bool:
     return bool(await page.evaluate("window.__stillTheSamePage === true"))
 
@@ -85,23 +94,21 @@ async def test_invalid_concern_form_shows_each_problem_beside_its_field(hub: Con
     await page.locator("#immediate_danger").check()  # immediate danger, but not where the child is
     await page.get_by_role("button", name="Raise the concern").click()
 
-    summary = page.get_by_role("alert")
-    await expect(summary).to_contain_text("There is a problem")
-    expected = {
-        "child_given_names": "Enter the child's given names",
-        "categories": "Choose at least one kind of concern",
-        "what_was_seen": "Describe what you saw or heard",
-        "reporter_name": "Enter your name",
-    }
-    for field, message in expected.items():
-        await expect(summary).to_contain_text(message)
-        await expect(page.locator(f"#{field}-error")).to_contain_text(message)
+    await expect_field_messages(
+        page,
+        {
+            "child_given_names": "Enter the child's given names",
+            "categories": "Choose at least one kind of concern",
+            "what_was_seen": "Describe what you saw or heard",
+            "reporter_name": "Enter your name",
+        },
+    )
     for field in ("child_given_names", "what_was_seen", "reporter_name"):
         control = page.locator(f"#{field}")
         await expect(control).to_have_attribute("aria-invalid", "true")
         await expect(control).to_have_attribute("aria-describedby", re.compile(f"{field}-error"))
     # A message in the summary takes the keyboard to its field.
-    await summary.get_by_role("link", name=re.compile("Describe what you saw")).click()
+    await page.get_by_role("alert").get_by_role("link", name=re.compile("Describe what you saw")).click()
     await expect(page.locator("#what_was_seen")).to_be_focused()
 
 
@@ -184,17 +191,15 @@ async def test_a_childrens_team_concern_from_the_form_is_referred_from_its_page_
     # The family said yes, but not who answered or when; no reason and no name: each message beside its field.
     await worker.get_by_label("Yes, they agreed to take part").check()
     await worker.get_by_role("button", name="Send the referral").click()
-    summary = worker.get_by_role("alert")
-    await expect(summary).to_contain_text("There is a problem")
-    expected = {
-        "reasons": "Choose at least one reason",
-        "consent_given_by": "Enter who gave the family's answer",
-        "consent_given_at": "Enter when the family answered",
-        "referrer_name": "Enter your name",
-    }
-    for field, message in expected.items():
-        await expect(summary).to_contain_text(message)
-        await expect(worker.locator(f"#{field}-error")).to_contain_text(message)
+    await expect_field_messages(
+        worker,
+        {
+            "reasons": "Choose at least one reason",
+            "consent_given_by": "Enter who gave the family's answer",
+            "consent_given_at": "Enter when the family answered",
+            "referrer_name": "Enter your name",
+        },
+    )
     await expect(worker.locator("#referrer_name")).to_have_attribute("aria-invalid", "true")
     await expect(worker.get_by_label("Yes, they agreed to take part")).to_be_checked()  # answers are kept
     if folder := screenshots_folder():

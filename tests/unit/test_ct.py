@@ -105,8 +105,8 @@ def test_listing_dead_letters_looks_in_every_agencys_dead_letter_topics(
 ) -> None:
     looked_in: list[str] = []
 
-    async def read(bootstrap: str, topic: str) -> list[DeadLetter]:
-        looked_in.append(topic)
+    async def read(bootstrap: str, *topics: str) -> list[DeadLetter]:
+        looked_in.extend(topics)
         return []
 
     monkeypatch.setattr(deadletters, "read_dead_letters", read)
